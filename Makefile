@@ -1,0 +1,46 @@
+# dlunits: `make test` and `make bench` work on a fresh machine: each creates
+# .venv if it is missing, installs the pinned dependencies, builds the extension
+# (CPU kernels always; CUDA kernels where nvcc and a CUDA build of torch exist,
+# or as DLUNITS_CUDA=1/0 says) and runs.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda /usr/local/cuda-13.0))
+export CUDA_HOME
+# Ampere and Hopper: enough for the lent GPUs, short enough for CI.
+TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
+export TORCH_CUDA_ARCH_LIST
+MAX_JOBS ?= 2
+export MAX_JOBS
+
+SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
+
+.PHONY: all build test bench gpu-check clean
+
+all: test
+
+$(VENV)/.deps: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+# pip's editable install builds dlunits/_C*.so in place; rerun when a source changes.
+$(VENV)/.built: $(VENV)/.deps $(SOURCES)
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+build: $(VENV)/.built
+
+test: build
+	$(PY) -m pytest -q tests
+
+bench: build
+	$(PY) -m benchmarks.conv_bench --config configs/bench_conv.yaml
+
+# On a GPU machine, against the torch that is there: build, CUDA tests, benchmark.
+gpu-check:
+	bash benchmarks/gpu_check.sh
+
+clean:
+	rm -rf build dlunits/_C*.so $(VENV)/.built

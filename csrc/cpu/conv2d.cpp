@@ -1,0 +1,333 @@
+// dlunits — 2-D convolution on the CPU: im2col + GEMM.
+//
+// For each sample n and group g, with K = C/groups·KH·KW and L = OH·OW:
+//   forward          col = im2col(x[n, g])          [K, L]
+//                    y[n, g] = W[g] · col + b        [OC/groups, L]
+//   backward input   col = W[g]ᵀ · dy[n, g]          [K, L]
+//                    dx[n, g] = col2im(col)          (the adjoint of im2col)
+//   backward weight  dW[g] += dy[n, g] · colᵀ        [OC/groups, K]
+//   backward bias    db[o] = Σ_{n, l} dy[n, o, l]
+// A 1×1 kernel with stride 1 and no padding skips im2col: col is x[n, g] itself.
+//
+// Matrix products go through at::mm_out / at::addmm_ (BLAS), which the project
+// allows for im2col schemes; im2col, col2im, the bias and the reductions are ours.
+//
+// Threads: with at least one sample per thread, at::parallel_for splits the
+// batch and every chunk owns its column buffer (and, for dW, its accumulator,
+// summed afterwards in chunk order, so results do not depend on scheduling).
+// With fewer samples than threads, samples run in turn, im2col / col2im split
+// over channels (each channel's plane belongs to one thread) and BLAS threads
+// the product.
+//
+// Cost: forward 2·N·OC·L·K FLOPs, each of backward input and weight the same.
+// Minimum bytes: x, W and y once each (and b). The column buffer costs K·L per
+// thread and, for K·L ≫ C·H·W, that extra traffic is what a direct kernel avoids.
+//
+// Layout: kernels compute on contiguous NCHW; a channels_last input is made
+// contiguous first and the result is given back in torch's memory format.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "../shape_checks.h"
+
+namespace dlunits {
+namespace {
+
+// Output columns ow whose input column ow·stride + offset lies in [0, size):
+// the half-open range [lo, hi), clamped to [0, out_size).
+struct ValidRange {
+  int64_t lo, hi;
+};
+
+inline ValidRange valid_output_range(int64_t offset, int64_t stride, int64_t size, int64_t out_size) {
+  // ow·stride + offset >= 0      <=>  ow >= ceil(-offset / stride)
+  // ow·stride + offset <= size-1 <=>  ow <= floor((size - 1 - offset) / stride)
+  const int64_t lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  const int64_t last = size - 1 - offset;
+  const int64_t hi = last < 0 ? 0 : last / stride + 1;
+  const int64_t lo_c = std::min(lo, out_size);
+  return {lo_c, std::max(lo_c, std::min(hi, out_size))};
+}
+
+// col[(c·KH + kh)·KW + kw, oh·OW + ow] = x[c, oh·sh - pt + kh·dh, ow·sw - pl + kw·dw], 0 outside,
+// for the channels [c_begin, c_end) of one group's input x [C/groups, H, W].
+template <typename scalar_t>
+void im2col(const scalar_t* x, const Conv2dGeometry& g, scalar_t* col, int64_t c_begin, int64_t c_end) {
+  const int64_t H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w, L = OH * OW;
+  for (int64_t c = c_begin; c < c_end; ++c) {
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+      const int64_t h_offset = kh * g.dilation_h - g.pad_top;
+      const ValidRange rows = valid_output_range(h_offset, g.stride_h, H, OH);
+      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+        const int64_t w_offset = kw * g.dilation_w - g.pad_left;
+        const ValidRange cols = valid_output_range(w_offset, g.stride_w, W, OW);
+        scalar_t* out = col + ((c * g.kernel_h + kh) * g.kernel_w + kw) * L;
+        std::fill(out, out + rows.lo * OW, scalar_t(0));
+        for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
+          const scalar_t* in = x + (c * H + oh * g.stride_h + h_offset) * W + w_offset;
+          scalar_t* out_row = out + oh * OW;
+          std::fill(out_row, out_row + cols.lo, scalar_t(0));
+          if (g.stride_w == 1) {
+            std::copy(in + cols.lo, in + cols.hi, out_row + cols.lo);
+          } else {
+            for (int64_t ow = cols.lo; ow < cols.hi; ++ow) out_row[ow] = in[ow * g.stride_w];
+          }
+          std::fill(out_row + cols.hi, out_row + OW, scalar_t(0));
+        }
+        std::fill(out + rows.hi * OW, out + L, scalar_t(0));
+      }
+    }
+  }
+}
+
+// The adjoint of im2col: dx[c, ih, iw] += col[...] for every (kh, kw, oh, ow)
+// that read (ih, iw). dx must be zeroed first. Channels [c_begin, c_end) only.
+template <typename scalar_t>
+void col2im(const scalar_t* col, const Conv2dGeometry& g, scalar_t* dx, int64_t c_begin, int64_t c_end) {
+  const int64_t H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w, L = OH * OW;
+  for (int64_t c = c_begin; c < c_end; ++c) {
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+      const int64_t h_offset = kh * g.dilation_h - g.pad_top;
+      const ValidRange rows = valid_output_range(h_offset, g.stride_h, H, OH);
+      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+        const int64_t w_offset = kw * g.dilation_w - g.pad_left;
+        const ValidRange cols = valid_output_range(w_offset, g.stride_w, W, OW);
+        const scalar_t* in = col + ((c * g.kernel_h + kh) * g.kernel_w + kw) * L;
+        for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
+          scalar_t* out = dx + (c * H + oh * g.stride_h + h_offset) * W + w_offset;
+          const scalar_t* in_row = in + oh * OW;
+          if (g.stride_w == 1) {
+            for (int64_t ow = cols.lo; ow < cols.hi; ++ow) out[ow] += in_row[ow];
+          } else {
+            for (int64_t ow = cols.lo; ow < cols.hi; ++ow) out[ow * g.stride_w] += in_row[ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+// Runs body(n, col) for every sample, with a [K, L] column buffer of its own per
+// chunk of samples. within_sample says whether the body may itself split work
+// over threads (true when samples run one at a time).
+template <typename Body>
+void for_each_sample(const Conv2dGeometry& g, const at::TensorOptions& options, Body body) {
+  const int64_t col_numel = g.is_pointwise() ? 0 : g.patch_size() * g.out_h * g.out_w;
+  if (g.batch >= at::get_num_threads()) {
+    at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
+      at::Tensor col = at::empty({col_numel}, options);
+      for (int64_t n = begin; n < end; ++n) body(n, col, /*within_sample=*/false);
+    });
+  } else {
+    at::Tensor col = at::empty({col_numel}, options);
+    for (int64_t n = 0; n < g.batch; ++n) body(n, col, /*within_sample=*/true);
+  }
+}
+
+template <typename scalar_t>
+void fill_columns(const scalar_t* x_group, const Conv2dGeometry& g, scalar_t* col, bool within_sample) {
+  const int64_t channels = g.in_channels_per_group();
+  if (within_sample) {
+    at::parallel_for(0, channels, 1, [&](int64_t c0, int64_t c1) { im2col(x_group, g, col, c0, c1); });
+  } else {
+    im2col(x_group, g, col, 0, channels);
+  }
+}
+
+template <typename scalar_t>
+void conv2d_forward_kernel(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                           at::Tensor& y, const Conv2dGeometry& g) {
+  const int64_t Cg = g.in_channels_per_group(), OCg = g.out_channels_per_group();
+  const int64_t K = g.patch_size(), L = g.out_h * g.out_w;
+  const at::Tensor w = weight.view({g.groups, OCg, K});
+  const scalar_t* b = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
+  for_each_sample(g, x.options(), [&](int64_t n, at::Tensor& col_buffer, bool within_sample) {
+    for (int64_t group = 0; group < g.groups; ++group) {
+      const at::Tensor x_g = x[n].narrow(0, group * Cg, Cg);
+      at::Tensor y_g = y[n].narrow(0, group * OCg, OCg).view({OCg, L});
+      at::Tensor col = g.is_pointwise() ? x_g.view({Cg, L}) : col_buffer.view({K, L});
+      if (!g.is_pointwise()) fill_columns(x_g.data_ptr<scalar_t>(), g, col.data_ptr<scalar_t>(), within_sample);
+      at::mm_out(y_g, w[group], col);
+    }
+    if (b != nullptr) {
+      scalar_t* y_n = y[n].data_ptr<scalar_t>();
+      for (int64_t o = 0; o < g.out_channels; ++o) {
+        scalar_t* row = y_n + o * L;
+        for (int64_t l = 0; l < L; ++l) row[l] += b[o];
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void conv2d_backward_input_kernel(const at::Tensor& dy, const at::Tensor& weight, at::Tensor& dx,
+                                  const Conv2dGeometry& g) {
+  const int64_t Cg = g.in_channels_per_group(), OCg = g.out_channels_per_group();
+  const int64_t K = g.patch_size(), L = g.out_h * g.out_w;
+  const at::Tensor w = weight.view({g.groups, OCg, K});
+  for_each_sample(g, dy.options(), [&](int64_t n, at::Tensor& col_buffer, bool within_sample) {
+    for (int64_t group = 0; group < g.groups; ++group) {
+      const at::Tensor dy_g = dy[n].narrow(0, group * OCg, OCg).view({OCg, L});
+      at::Tensor dx_g = dx[n].narrow(0, group * Cg, Cg);
+      if (g.is_pointwise()) {
+        at::Tensor dx_flat = dx_g.view({Cg, L});
+        at::mm_out(dx_flat, w[group].t(), dy_g);
+        continue;
+      }
+      at::Tensor col = col_buffer.view({K, L});
+      at::mm_out(col, w[group].t(), dy_g);
+      const scalar_t* col_ptr = col.data_ptr<scalar_t>();
+      scalar_t* dx_ptr = dx_g.data_ptr<scalar_t>();
+      const int64_t plane = g.in_h * g.in_w;
+      auto scatter = [&](int64_t c0, int64_t c1) {
+        std::fill(dx_ptr + c0 * plane, dx_ptr + c1 * plane, scalar_t(0));
+        col2im(col_ptr, g, dx_ptr, c0, c1);
+      };
+      if (within_sample) {
+        at::parallel_for(0, Cg, 1, scatter);
+      } else {
+        scatter(0, Cg);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void conv2d_backward_weight_kernel(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dw,
+                                   const Conv2dGeometry& g) {
+  const int64_t Cg = g.in_channels_per_group(), OCg = g.out_channels_per_group();
+  const int64_t K = g.patch_size(), L = g.out_h * g.out_w;
+  const int64_t col_numel = g.is_pointwise() ? 0 : K * L;
+
+  // dW accumulated over the samples [begin, end) into acc [groups, OC/groups, K].
+  auto accumulate = [&](int64_t begin, int64_t end, at::Tensor& acc, at::Tensor& col_buffer, bool within_sample) {
+    for (int64_t n = begin; n < end; ++n) {
+      for (int64_t group = 0; group < g.groups; ++group) {
+        const at::Tensor x_g = x[n].narrow(0, group * Cg, Cg);
+        const at::Tensor dy_g = dy[n].narrow(0, group * OCg, OCg).view({OCg, L});
+        at::Tensor col = g.is_pointwise() ? x_g.view({Cg, L}) : col_buffer.view({K, L});
+        if (!g.is_pointwise()) fill_columns(x_g.data_ptr<scalar_t>(), g, col.data_ptr<scalar_t>(), within_sample);
+        acc[group].addmm_(dy_g, col.t());
+      }
+    }
+  };
+
+  at::Tensor dw_groups = dw.view({g.groups, OCg, K});
+  dw_groups.zero_();
+  const int64_t chunks = std::min<int64_t>(g.batch, at::get_num_threads());
+  if (chunks <= 1 || g.batch < at::get_num_threads()) {
+    at::Tensor col = at::empty({col_numel}, x.options());
+    accumulate(0, g.batch, dw_groups, col, /*within_sample=*/true);
+    return;
+  }
+  // One accumulator per chunk of samples, summed in chunk order.
+  at::Tensor partial = at::zeros({chunks, g.groups, OCg, K}, x.options());
+  const int64_t per_chunk = (g.batch + chunks - 1) / chunks;
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    at::Tensor col = at::empty({col_numel}, x.options());
+    for (int64_t chunk = c0; chunk < c1; ++chunk) {
+      at::Tensor acc = partial[chunk];
+      accumulate(chunk * per_chunk, std::min(g.batch, (chunk + 1) * per_chunk), acc, col, false);
+    }
+  });
+  const scalar_t* p = partial.data_ptr<scalar_t>();
+  scalar_t* out = dw_groups.data_ptr<scalar_t>();
+  const int64_t numel = dw_groups.numel();
+  at::parallel_for(0, numel, 4096, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      scalar_t sum = p[i];
+      for (int64_t chunk = 1; chunk < chunks; ++chunk) sum += p[chunk * numel + i];
+      out[i] = sum;
+    }
+  });
+}
+
+// db[o] = Σ_{n, l} dy[n, o, l], accumulated in double; each thread owns whole channels.
+template <typename scalar_t>
+void conv2d_backward_bias_kernel(const at::Tensor& dy, at::Tensor& db) {
+  const int64_t N = dy.size(0), C = dy.size(1), L = dy.size(2) * dy.size(3);
+  const scalar_t* in = dy.data_ptr<scalar_t>();
+  scalar_t* out = db.data_ptr<scalar_t>();
+  at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      double sum = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        const scalar_t* row = in + (n * C + c) * L;
+        double row_sum = 0;
+        for (int64_t l = 0; l < L; ++l) row_sum += row[l];
+        sum += row_sum;
+      }
+      out[c] = static_cast<scalar_t>(sum);
+    }
+  });
+}
+
+at::Tensor conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const Conv2dGeometry g = check_conv2d(input, weight, bias, stride, padding, dilation, groups);
+  // Detached: the at::mm_out calls below (some on worker threads) must record no graph.
+  const at::Tensor x = input.detach().contiguous();
+  const at::Tensor w = weight.detach().contiguous();
+  const at::Tensor b = bias.has_value() && bias->defined() ? bias->detach().contiguous() : at::Tensor();
+  at::Tensor y = at::empty(g.output_sizes(), x.options());
+  if (y.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dlunits_conv2d_cpu",
+                               [&] { conv2d_forward_kernel<scalar_t>(x, w, b, y, g); });
+  }
+  return y.contiguous(conv2d_output_memory_format(input, weight));
+}
+
+at::Tensor conv2d_backward_input_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
+                                     c10::SymIntArrayRef input_size, at::IntArrayRef stride,
+                                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const Conv2dGeometry g =
+      check_conv2d_backward_input(grad_output, weight, input_size, stride, padding, dilation, groups);
+  const at::Tensor dy = grad_output.detach().contiguous();
+  at::Tensor dx = at::zeros(g.input_sizes(), dy.options());
+  if (dx.numel() > 0 && dy.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "dlunits_conv2d_backward_input_cpu", [&] {
+      conv2d_backward_input_kernel<scalar_t>(dy, weight.detach().contiguous(), dx, g);
+    });
+  }
+  return dx.contiguous(grad_output.suggest_memory_format());
+}
+
+at::Tensor conv2d_backward_weight_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                      c10::SymIntArrayRef weight_size, at::IntArrayRef stride,
+                                      at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const Conv2dGeometry g =
+      check_conv2d_backward_weight(grad_output, input, weight_size, stride, padding, dilation, groups);
+  at::Tensor dw = at::zeros(g.weight_sizes(), grad_output.options());
+  if (dw.numel() > 0 && grad_output.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "dlunits_conv2d_backward_weight_cpu", [&] {
+      conv2d_backward_weight_kernel<scalar_t>(grad_output.detach().contiguous(), input.detach().contiguous(), dw,
+                                              g);
+    });
+  }
+  return dw;
+}
+
+at::Tensor conv2d_backward_bias_cpu(const at::Tensor& grad_output) {
+  check_conv2d_backward_bias(grad_output);
+  const at::Tensor dy = grad_output.contiguous();
+  at::Tensor db = at::zeros({dy.size(1)}, dy.options());
+  if (dy.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "dlunits_conv2d_backward_bias_cpu",
+                               [&] { conv2d_backward_bias_kernel<scalar_t>(dy, db); });
+  }
+  return db;
+}
+
+}  // namespace
+}  // namespace dlunits
+
+TORCH_LIBRARY_IMPL(dlunits, CPU, m) {
+  m.impl("conv2d", &dlunits::conv2d_cpu);
+  m.impl("conv2d_backward_input", &dlunits::conv2d_backward_input_cpu);
+  m.impl("conv2d_backward_weight", &dlunits::conv2d_backward_weight_cpu);
+  m.impl("conv2d_backward_bias", &dlunits::conv2d_backward_bias_cpu);
+}

@@ -1,0 +1,331 @@
+// dlunits — argument and shape checks shared by every backend.
+//
+// The CPU kernels, the CUDA kernels and the fake kernels (through dlunits._C,
+// see ops.cpp) all validate their arguments here, so a bad call gets the same
+// message whichever device or tracing mode runs it. Messages follow torch's
+// wording where torch has one, and always name the argument and the expected
+// and actual values.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+namespace dlunits {
+
+// Concrete sizes of a tensor. Under torch.compile with dynamic shapes a fake
+// tensor's sizes are symbolic; reading them here specialises (guards) them.
+inline std::vector<int64_t> concrete_sizes(const at::Tensor& t) {
+  std::vector<int64_t> sizes;
+  sizes.reserve(t.dim());
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    sizes.push_back(t.sym_size(d).guard_int(__FILE__, __LINE__));
+  }
+  return sizes;
+}
+
+inline std::vector<int64_t> concrete_sizes(c10::SymIntArrayRef sizes) {
+  std::vector<int64_t> out;
+  out.reserve(sizes.size());
+  for (const auto& s : sizes) out.push_back(s.guard_int(__FILE__, __LINE__));
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Tensor properties: dtype and device agreement.
+// ---------------------------------------------------------------------------
+
+// A floating-point tensor that `op` accepts: float32/float64 everywhere,
+// float16/bfloat16 on CUDA (accumulated in float32).
+inline void check_floating(const char* op, const char* name, const at::Tensor& t) {
+  const auto dtype = t.scalar_type();
+  TORCH_CHECK(at::isFloatingType(dtype), op, ": expected ", name,
+              " to be a floating-point tensor (float32 or float64; float16 or bfloat16 on CUDA), but got ",
+              dtype);
+  if (t.device().is_cpu()) {
+    TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, op, ": on the CPU ", name,
+                " must be float32 or float64, but got ", dtype);
+  }
+}
+
+inline void check_same_dtype_and_device(const char* op, const char* name_a, const at::Tensor& a,
+                                        const char* name_b, const at::Tensor& b) {
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), op, ": expected ", name_a, " and ", name_b,
+              " to have the same dtype, but got ", name_a, " ", a.scalar_type(), " and ", name_b, " ",
+              b.scalar_type());
+  TORCH_CHECK(a.device() == b.device(), op, ": expected ", name_a, " and ", name_b,
+              " to be on the same device, but got ", name_a, " on ", a.device(), " and ", name_b, " on ",
+              b.device());
+}
+
+// ---------------------------------------------------------------------------
+// conv2d
+// ---------------------------------------------------------------------------
+
+// Everything a conv2d kernel needs to know about its problem, all in int64.
+// Padding may differ before and after (padding='same' with an even kernel).
+struct Conv2dGeometry {
+  int64_t batch, in_channels, in_h, in_w;
+  int64_t out_channels, kernel_h, kernel_w;
+  int64_t out_h, out_w;
+  int64_t stride_h, stride_w;
+  int64_t pad_top, pad_bottom, pad_left, pad_right;
+  int64_t dilation_h, dilation_w;
+  int64_t groups;
+
+  int64_t in_channels_per_group() const { return in_channels / groups; }
+  int64_t out_channels_per_group() const { return out_channels / groups; }
+  // Length of one row of the unfolded input: C/groups · KH · KW.
+  int64_t patch_size() const { return in_channels_per_group() * kernel_h * kernel_w; }
+  std::vector<int64_t> input_sizes() const { return {batch, in_channels, in_h, in_w}; }
+  std::vector<int64_t> weight_sizes() const {
+    return {out_channels, in_channels_per_group(), kernel_h, kernel_w};
+  }
+  std::vector<int64_t> output_sizes() const { return {batch, out_channels, out_h, out_w}; }
+  // 1×1 kernel, stride 1, no padding: the unfolded input is the input itself.
+  bool is_pointwise() const {
+    return kernel_h == 1 && kernel_w == 1 && stride_h == 1 && stride_w == 1 && pad_top == 0 &&
+           pad_bottom == 0 && pad_left == 0 && pad_right == 0;
+  }
+};
+
+inline std::string sizes_str(at::IntArrayRef s) { return c10::str(s); }
+
+// Checks every size-related argument of conv2d and computes the output size.
+// padding is [top, bottom, left, right].
+inline Conv2dGeometry conv2d_geometry(at::IntArrayRef input, at::IntArrayRef weight,
+                                      at::IntArrayRef stride, at::IntArrayRef padding,
+                                      at::IntArrayRef dilation, int64_t groups) {
+  TORCH_CHECK(input.size() == 4, "dlunits.conv2d: expected input to be 4-D (N, C, H, W), but got ",
+              input.size(), "-D input of size ", input);
+  TORCH_CHECK(weight.size() == 4,
+              "dlunits.conv2d: expected weight to be 4-D (out_channels, in_channels/groups, kH, kW), but got ",
+              weight.size(), "-D weight of size ", weight);
+  TORCH_CHECK(stride.size() == 2, "dlunits.conv2d: expected stride to have 2 values, but got stride=",
+              stride);
+  TORCH_CHECK(dilation.size() == 2,
+              "dlunits.conv2d: expected dilation to have 2 values, but got dilation=", dilation);
+  TORCH_CHECK(padding.size() == 4,
+              "dlunits.conv2d: expected padding to have 4 values (top, bottom, left, right), but got padding=",
+              padding);
+  TORCH_CHECK(stride[0] > 0 && stride[1] > 0,
+              "non-positive stride is not supported: expected stride > 0, but got stride=", stride);
+  TORCH_CHECK(dilation[0] > 0 && dilation[1] > 0,
+              "non-positive dilation is not supported: expected dilation > 0, but got dilation=", dilation);
+  for (int64_t p : padding) {
+    TORCH_CHECK(p >= 0, "negative padding is not supported: expected padding >= 0, but got padding=",
+                padding);
+  }
+  TORCH_CHECK(groups > 0, "non-positive groups is not supported: expected groups > 0, but got groups=",
+              groups);
+  TORCH_CHECK(weight[0] >= groups,
+              "Given groups=", groups, ", expected weight to be at least ", groups,
+              " at dimension 0, but got weight of size ", weight, " instead");
+  TORCH_CHECK(weight[0] % groups == 0, "Given groups=", groups,
+              ", expected weight to be divisible by ", groups, " at dimension 0, but got weight of size ",
+              weight, " instead");
+  TORCH_CHECK(input[1] == weight[1] * groups, "Given groups=", groups, ", weight of size ", weight,
+              ", expected input", input, " to have ", weight[1] * groups, " channels, but got ", input[1],
+              " channels instead");
+
+  Conv2dGeometry g;
+  g.batch = input[0];
+  g.in_channels = input[1];
+  g.in_h = input[2];
+  g.in_w = input[3];
+  g.out_channels = weight[0];
+  g.kernel_h = weight[2];
+  g.kernel_w = weight[3];
+  g.stride_h = stride[0];
+  g.stride_w = stride[1];
+  g.pad_top = padding[0];
+  g.pad_bottom = padding[1];
+  g.pad_left = padding[2];
+  g.pad_right = padding[3];
+  g.dilation_h = dilation[0];
+  g.dilation_w = dilation[1];
+  g.groups = groups;
+
+  TORCH_CHECK(g.kernel_h > 0 && g.kernel_w > 0,
+              "dlunits.conv2d: expected a kernel of at least 1×1, but got weight of size ", weight);
+  const int64_t padded_h = g.in_h + g.pad_top + g.pad_bottom;
+  const int64_t padded_w = g.in_w + g.pad_left + g.pad_right;
+  const int64_t span_h = g.dilation_h * (g.kernel_h - 1) + 1;
+  const int64_t span_w = g.dilation_w * (g.kernel_w - 1) + 1;
+  TORCH_CHECK(padded_h >= span_h && padded_w >= span_w,
+              "Calculated padded input size per channel: (", padded_h, " x ", padded_w,
+              "). Kernel size: (", span_h, " x ", span_w,
+              "). Kernel size can't be greater than actual input size");
+  g.out_h = (padded_h - span_h) / g.stride_h + 1;
+  g.out_w = (padded_w - span_w) / g.stride_w + 1;
+  return g;
+}
+
+// The full conv2d check on tensors: dtypes, devices, bias, and the geometry.
+inline Conv2dGeometry check_conv2d(const at::Tensor& input, const at::Tensor& weight,
+                                   const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                   at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  check_floating("dlunits.conv2d", "input", input);
+  check_same_dtype_and_device("dlunits.conv2d", "input", input, "weight", weight);
+  const auto weight_sizes = concrete_sizes(weight);
+  if (bias.has_value() && bias->defined()) {
+    check_same_dtype_and_device("dlunits.conv2d", "input", input, "bias", *bias);
+    const auto bias_sizes = concrete_sizes(*bias);
+    TORCH_CHECK(bias_sizes.size() == 1 && weight_sizes.size() >= 1 && bias_sizes[0] == weight_sizes[0],
+                "Given weight of size ", weight_sizes, ", expected bias to be 1-dimensional with ",
+                weight_sizes.empty() ? 0 : weight_sizes[0], " elements, but got bias of size ", bias_sizes,
+                " instead");
+  }
+  return conv2d_geometry(concrete_sizes(input), weight_sizes, stride, padding, dilation, groups);
+}
+
+// grad_output of a conv2d must have exactly the forward output's size.
+inline void check_conv2d_grad_output(const char* op, const at::Tensor& grad_output,
+                                     const Conv2dGeometry& g) {
+  const auto expected = g.output_sizes();
+  const auto actual = concrete_sizes(grad_output);
+  TORCH_CHECK(actual == expected, op, ": expected grad_output of size ", expected, ", but got ", actual);
+}
+
+inline Conv2dGeometry check_conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor& weight,
+                                                  c10::SymIntArrayRef input_size, at::IntArrayRef stride,
+                                                  at::IntArrayRef padding, at::IntArrayRef dilation,
+                                                  int64_t groups) {
+  const char* op = "dlunits.conv2d_backward_input";
+  check_floating(op, "grad_output", grad_output);
+  check_same_dtype_and_device(op, "grad_output", grad_output, "weight", weight);
+  auto g = conv2d_geometry(concrete_sizes(input_size), concrete_sizes(weight), stride, padding, dilation,
+                           groups);
+  check_conv2d_grad_output(op, grad_output, g);
+  return g;
+}
+
+inline Conv2dGeometry check_conv2d_backward_weight(const at::Tensor& grad_output, const at::Tensor& input,
+                                                   c10::SymIntArrayRef weight_size, at::IntArrayRef stride,
+                                                   at::IntArrayRef padding, at::IntArrayRef dilation,
+                                                   int64_t groups) {
+  const char* op = "dlunits.conv2d_backward_weight";
+  check_floating(op, "grad_output", grad_output);
+  check_same_dtype_and_device(op, "grad_output", grad_output, "input", input);
+  auto g = conv2d_geometry(concrete_sizes(input), concrete_sizes(weight_size), stride, padding, dilation,
+                           groups);
+  check_conv2d_grad_output(op, grad_output, g);
+  return g;
+}
+
+inline void check_conv2d_backward_bias(const at::Tensor& grad_output) {
+  check_floating("dlunits.conv2d_backward_bias", "grad_output", grad_output);
+  TORCH_CHECK(grad_output.dim() == 4,
+              "dlunits.conv2d_backward_bias: expected grad_output to be 4-D (N, C, H, W), but got ",
+              grad_output.dim(), "-D");
+}
+
+// torch's rule for a convolution's output layout: channels_last when either
+// the input or the weight is channels_last, contiguous otherwise.
+inline at::MemoryFormat conv2d_output_memory_format(const at::Tensor& input, const at::Tensor& weight) {
+  const bool channels_last = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
+                             weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+// ---------------------------------------------------------------------------
+// pad2d: the reflect / replicate / circular padding that Conv2d's padding_mode
+// applies before convolving.
+// ---------------------------------------------------------------------------
+
+enum class PadMode : int { Reflect = 0, Replicate = 1, Circular = 2 };
+
+inline PadMode pad_mode_from_string(c10::string_view mode) {
+  if (mode == "reflect") return PadMode::Reflect;
+  if (mode == "replicate") return PadMode::Replicate;
+  if (mode == "circular") return PadMode::Circular;
+  TORCH_CHECK(false, "dlunits.pad2d: expected mode to be one of 'reflect', 'replicate', 'circular', but got '",
+              std::string(mode), "'");
+}
+
+struct Pad2dGeometry {
+  int64_t planes;  // N·C, or C for 3-D input
+  int64_t in_h, in_w, out_h, out_w;
+  int64_t pad_top, pad_bottom, pad_left, pad_right;
+  PadMode mode;
+};
+
+// Checks pad2d's arguments against an input of size `input` ((N,)C,H,W).
+// padding is [top, bottom, left, right], each >= 0.
+inline Pad2dGeometry pad2d_geometry(at::IntArrayRef input, at::IntArrayRef padding, PadMode mode) {
+  TORCH_CHECK(input.size() == 3 || input.size() == 4,
+              "dlunits.pad2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, but got input of size ",
+              input);
+  TORCH_CHECK(padding.size() == 4,
+              "dlunits.pad2d: expected padding to have 4 values (top, bottom, left, right), but got padding=",
+              padding);
+  for (int64_t p : padding) {
+    TORCH_CHECK(p >= 0, "dlunits.pad2d: expected padding >= 0, but got padding=", padding);
+  }
+  Pad2dGeometry g;
+  const size_t d = input.size();
+  g.planes = 1;
+  for (size_t i = 0; i + 2 < d; ++i) g.planes *= input[i];
+  g.in_h = input[d - 2];
+  g.in_w = input[d - 1];
+  g.pad_top = padding[0];
+  g.pad_bottom = padding[1];
+  g.pad_left = padding[2];
+  g.pad_right = padding[3];
+  g.mode = mode;
+  for (size_t i = 1; i < d; ++i) {
+    TORCH_CHECK(input[i] > 0, "dlunits.pad2d: expected input with non-zero channel and spatial sizes "
+                "(a zero batch size is fine), but got input of size ", input);
+  }
+  const int64_t pad_h = std::max(g.pad_top, g.pad_bottom);
+  const int64_t pad_w = std::max(g.pad_left, g.pad_right);
+  if (mode == PadMode::Reflect) {
+    TORCH_CHECK(pad_h < g.in_h && pad_w < g.in_w,
+                "Padding size should be less than the corresponding input dimension, but got: padding (",
+                padding[2], ", ", padding[3], ", ", padding[0], ", ", padding[1], ") for input of size ",
+                input, " in reflect mode");
+  } else if (mode == PadMode::Circular) {
+    TORCH_CHECK(pad_h <= g.in_h && pad_w <= g.in_w,
+                "Padding value causes wrapping around more than once: padding (", padding[2], ", ",
+                padding[3], ", ", padding[0], ", ", padding[1], ") for input of size ", input,
+                " in circular mode");
+  }
+  g.out_h = g.in_h + g.pad_top + g.pad_bottom;
+  g.out_w = g.in_w + g.pad_left + g.pad_right;
+  return g;
+}
+
+inline std::vector<int64_t> pad2d_output_sizes(at::IntArrayRef input, const Pad2dGeometry& g) {
+  std::vector<int64_t> out(input.begin(), input.end());
+  out[out.size() - 2] = g.out_h;
+  out[out.size() - 1] = g.out_w;
+  return out;
+}
+
+inline Pad2dGeometry check_pad2d(const at::Tensor& input, at::IntArrayRef padding, c10::string_view mode) {
+  check_floating("dlunits.pad2d", "input", input);
+  return pad2d_geometry(concrete_sizes(input), padding, pad_mode_from_string(mode));
+}
+
+// pad2d_backward's grad_output is the padded tensor; the input size follows.
+inline Pad2dGeometry check_pad2d_backward(const at::Tensor& grad_output, at::IntArrayRef padding,
+                                          c10::string_view mode) {
+  check_floating("dlunits.pad2d_backward", "grad_output", grad_output);
+  auto sizes = concrete_sizes(grad_output);
+  TORCH_CHECK((sizes.size() == 3 || sizes.size() == 4) && padding.size() == 4,
+              "dlunits.pad2d_backward: expected a 3-D or 4-D grad_output and 4 padding values, but got "
+              "grad_output of size ", sizes, " and padding=", padding);
+  sizes[sizes.size() - 2] -= padding[0] + padding[1];
+  sizes[sizes.size() - 1] -= padding[2] + padding[3];
+  return pad2d_geometry(sizes, padding, pad_mode_from_string(mode));
+}
+
+inline std::vector<int64_t> pad2d_input_sizes(const at::Tensor& grad_output, const Pad2dGeometry& g) {
+  auto sizes = concrete_sizes(grad_output);
+  sizes[sizes.size() - 2] = g.in_h;
+  sizes[sizes.size() - 1] = g.in_w;
+  return sizes;
+}
+
+}  // namespace dlunits

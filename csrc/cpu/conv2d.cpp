@@ -8,6 +8,7 @@
 //   backward weight  dW[g] += dy[n, g] · colᵀ        [OC/groups, K]
 //   backward bias    db[o] = Σ_{n, l} dy[n, o, l]
 // A 1×1 kernel with stride 1 and no padding skips im2col: col is x[n, g] itself.
+// One input channel per group (depthwise) skips the GEMM: a direct loop per plane.
 //
 // Matrix products go through at::mm_out / at::addmm_ (BLAS), which the project
 // allows for im2col schemes; im2col, col2im, the bias and the reductions are ours.
@@ -138,13 +139,124 @@ void fill_columns(const scalar_t* x_group, const Conv2dGeometry& g, scalar_t* co
   }
 }
 
+// ---------------------------------------------------------------------------
+// Direct path for one input channel per group (depthwise convolution, with or
+// without a channel multiplier, and any convolution of a 1-channel input): a
+// GEMM of depth KH·KW is all overhead there, so each plane is computed directly,
+// one kernel tap at a time over whole rows (contiguous, vectorisable for stride 1).
+// Each thread owns whole output planes (forward, dx) or whole filters (dW).
+// ---------------------------------------------------------------------------
+
+template <typename scalar_t>
+void single_channel_forward(const scalar_t* x, const scalar_t* w, const scalar_t* b, scalar_t* y,
+                            const Conv2dGeometry& g) {
+  const int64_t multiplier = g.out_channels_per_group();
+  const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
+  at::parallel_for(0, g.batch * g.out_channels, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t n = p / g.out_channels, o = p % g.out_channels, c = o / multiplier;
+      const scalar_t* in = x + (n * g.in_channels + c) * in_plane;
+      scalar_t* out = y + p * out_plane;
+      std::fill(out, out + out_plane, b != nullptr ? b[o] : scalar_t(0));
+      for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+        const int64_t h_offset = kh * g.dilation_h - g.pad_top;
+        const ValidRange rows = valid_output_range(h_offset, g.stride_h, g.in_h, g.out_h);
+        for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+          const int64_t w_offset = kw * g.dilation_w - g.pad_left;
+          const ValidRange cols = valid_output_range(w_offset, g.stride_w, g.in_w, g.out_w);
+          const scalar_t tap = w[(o * g.kernel_h + kh) * g.kernel_w + kw];
+          for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
+            const scalar_t* in_row = in + (oh * g.stride_h + h_offset) * g.in_w + w_offset;
+            scalar_t* out_row = out + oh * g.out_w;
+            if (g.stride_w == 1) {
+              for (int64_t ow = cols.lo; ow < cols.hi; ++ow) out_row[ow] += tap * in_row[ow];
+            } else {
+              for (int64_t ow = cols.lo; ow < cols.hi; ++ow) out_row[ow] += tap * in_row[ow * g.stride_w];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void single_channel_backward_input(const scalar_t* dy, const scalar_t* w, scalar_t* dx, const Conv2dGeometry& g) {
+  const int64_t multiplier = g.out_channels_per_group();
+  const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
+  at::parallel_for(0, g.batch * g.in_channels, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t n = p / g.in_channels, c = p % g.in_channels;
+      scalar_t* out = dx + p * in_plane;
+      std::fill(out, out + in_plane, scalar_t(0));
+      for (int64_t o = c * multiplier; o < (c + 1) * multiplier; ++o) {
+        const scalar_t* grad = dy + (n * g.out_channels + o) * out_plane;
+        for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+          const int64_t h_offset = kh * g.dilation_h - g.pad_top;
+          const ValidRange rows = valid_output_range(h_offset, g.stride_h, g.in_h, g.out_h);
+          for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+            const int64_t w_offset = kw * g.dilation_w - g.pad_left;
+            const ValidRange cols = valid_output_range(w_offset, g.stride_w, g.in_w, g.out_w);
+            const scalar_t tap = w[(o * g.kernel_h + kh) * g.kernel_w + kw];
+            for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
+              scalar_t* out_row = out + (oh * g.stride_h + h_offset) * g.in_w + w_offset;
+              const scalar_t* grad_row = grad + oh * g.out_w;
+              if (g.stride_w == 1) {
+                for (int64_t ow = cols.lo; ow < cols.hi; ++ow) out_row[ow] += tap * grad_row[ow];
+              } else {
+                for (int64_t ow = cols.lo; ow < cols.hi; ++ow) out_row[ow * g.stride_w] += tap * grad_row[ow];
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void single_channel_backward_weight(const scalar_t* dy, const scalar_t* x, scalar_t* dw, const Conv2dGeometry& g) {
+  const int64_t multiplier = g.out_channels_per_group();
+  const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
+  at::parallel_for(0, g.out_channels, 1, [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; ++o) {
+      const int64_t c = o / multiplier;
+      for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+        const int64_t h_offset = kh * g.dilation_h - g.pad_top;
+        const ValidRange rows = valid_output_range(h_offset, g.stride_h, g.in_h, g.out_h);
+        for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+          const int64_t w_offset = kw * g.dilation_w - g.pad_left;
+          const ValidRange cols = valid_output_range(w_offset, g.stride_w, g.in_w, g.out_w);
+          double sum = 0;
+          for (int64_t n = 0; n < g.batch; ++n) {
+            const scalar_t* in = x + (n * g.in_channels + c) * in_plane;
+            const scalar_t* grad = dy + (n * g.out_channels + o) * out_plane;
+            for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
+              const scalar_t* in_row = in + (oh * g.stride_h + h_offset) * g.in_w + w_offset;
+              const scalar_t* grad_row = grad + oh * g.out_w;
+              scalar_t row_sum = 0;
+              for (int64_t ow = cols.lo; ow < cols.hi; ++ow) row_sum += grad_row[ow] * in_row[ow * g.stride_w];
+              sum += row_sum;
+            }
+          }
+          dw[(o * g.kernel_h + kh) * g.kernel_w + kw] = static_cast<scalar_t>(sum);
+        }
+      }
+    }
+  });
+}
+
 template <typename scalar_t>
 void conv2d_forward_kernel(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                            at::Tensor& y, const Conv2dGeometry& g) {
   const int64_t Cg = g.in_channels_per_group(), OCg = g.out_channels_per_group();
   const int64_t K = g.patch_size(), L = g.out_h * g.out_w;
-  const at::Tensor w = weight.view({g.groups, OCg, K});
   const scalar_t* b = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
+  if (Cg == 1) {
+    single_channel_forward(x.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), b, y.data_ptr<scalar_t>(), g);
+    return;
+  }
+  const at::Tensor w = weight.view({g.groups, OCg, K});
   for_each_sample(g, x.options(), [&](int64_t n, at::Tensor& col_buffer, bool within_sample) {
     for (int64_t group = 0; group < g.groups; ++group) {
       const at::Tensor x_g = x[n].narrow(0, group * Cg, Cg);
@@ -168,6 +280,10 @@ void conv2d_backward_input_kernel(const at::Tensor& dy, const at::Tensor& weight
                                   const Conv2dGeometry& g) {
   const int64_t Cg = g.in_channels_per_group(), OCg = g.out_channels_per_group();
   const int64_t K = g.patch_size(), L = g.out_h * g.out_w;
+  if (Cg == 1) {
+    single_channel_backward_input(dy.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), g);
+    return;
+  }
   const at::Tensor w = weight.view({g.groups, OCg, K});
   for_each_sample(g, dy.options(), [&](int64_t n, at::Tensor& col_buffer, bool within_sample) {
     for (int64_t group = 0; group < g.groups; ++group) {
@@ -202,6 +318,10 @@ void conv2d_backward_weight_kernel(const at::Tensor& dy, const at::Tensor& x, at
   const int64_t Cg = g.in_channels_per_group(), OCg = g.out_channels_per_group();
   const int64_t K = g.patch_size(), L = g.out_h * g.out_w;
   const int64_t col_numel = g.is_pointwise() ? 0 : K * L;
+  if (Cg == 1) {
+    single_channel_backward_weight(dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), dw.data_ptr<scalar_t>(), g);
+    return;
+  }
 
   // dW accumulated over the samples [begin, end) into acc [groups, OC/groups, K].
   auto accumulate = [&](int64_t begin, int64_t end, at::Tensor& acc, at::Tensor& col_buffer, bool within_sample) {

@@ -60,6 +60,14 @@ void check_conv2d_backward_weight(const at::Tensor& grad_output, const at::Tenso
                                         padding, dilation, groups);
 }
 
+void check_conv2d_backward_bias(const at::Tensor& grad_output) {
+  dlunits::check_conv2d_backward_bias(grad_output);
+}
+
+bool pad2d_channels_last(const at::Tensor& t, const std::string& mode) {
+  return dlunits::pad2d_memory_format(t, mode) == at::MemoryFormat::ChannelsLast;
+}
+
 std::vector<int64_t> pad2d_output_size(const at::Tensor& input, std::vector<int64_t> padding,
                                        const std::string& mode) {
   const auto g = dlunits::check_pad2d(input, padding, mode);
@@ -83,6 +91,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Whether torch would lay out a result like this tensor as channels_last");
   m.def("check_conv2d_backward_input", &check_conv2d_backward_input);
   m.def("check_conv2d_backward_weight", &check_conv2d_backward_weight);
+  m.def("check_conv2d_backward_bias", &check_conv2d_backward_bias);
+  m.def("pad2d_channels_last", &pad2d_channels_last,
+        "Whether pad2d (or pad2d_backward) gives a channels_last result for this tensor and mode");
   m.def("pad2d_output_size", &pad2d_output_size, "Checks pad2d's arguments; returns the output size");
   m.def("pad2d_backward_size", &pad2d_backward_size, "Checks pad2d_backward's arguments; returns the input size");
   m.def("cuda_compiled", []() {

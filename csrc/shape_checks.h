@@ -40,7 +40,9 @@ inline std::vector<int64_t> concrete_sizes(c10::SymIntArrayRef sizes) {
 // float16/bfloat16 on CUDA (accumulated in float32).
 inline void check_floating(const char* op, const char* name, const at::Tensor& t) {
   const auto dtype = t.scalar_type();
-  TORCH_CHECK(at::isFloatingType(dtype), op, ": expected ", name,
+  const bool supported =
+      dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16;
+  TORCH_CHECK(supported, op, ": expected ", name,
               " to be a floating-point tensor (float32 or float64; float16 or bfloat16 on CUDA), but got ",
               dtype);
   if (t.device().is_cpu()) {
@@ -173,9 +175,9 @@ inline Conv2dGeometry check_conv2d(const at::Tensor& input, const at::Tensor& we
     check_same_dtype_and_device("dlunits.conv2d", "input", input, "bias", *bias);
     const auto bias_sizes = concrete_sizes(*bias);
     TORCH_CHECK(bias_sizes.size() == 1 && weight_sizes.size() >= 1 && bias_sizes[0] == weight_sizes[0],
-                "Given weight of size ", weight_sizes, ", expected bias to be 1-dimensional with ",
-                weight_sizes.empty() ? 0 : weight_sizes[0], " elements, but got bias of size ", bias_sizes,
-                " instead");
+                "Given weight of size ", at::IntArrayRef(weight_sizes), ", expected bias to be 1-dimensional with ",
+                weight_sizes.empty() ? 0 : weight_sizes[0], " elements, but got bias of size ",
+                at::IntArrayRef(bias_sizes), " instead");
   }
   return conv2d_geometry(concrete_sizes(input), weight_sizes, stride, padding, dilation, groups);
 }
@@ -185,7 +187,8 @@ inline void check_conv2d_grad_output(const char* op, const at::Tensor& grad_outp
                                      const Conv2dGeometry& g) {
   const auto expected = g.output_sizes();
   const auto actual = concrete_sizes(grad_output);
-  TORCH_CHECK(actual == expected, op, ": expected grad_output of size ", expected, ", but got ", actual);
+  TORCH_CHECK(actual == expected, op, ": expected grad_output of size ", at::IntArrayRef(expected), ", but got ",
+              at::IntArrayRef(actual));
 }
 
 inline Conv2dGeometry check_conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor& weight,
@@ -315,10 +318,22 @@ inline Pad2dGeometry check_pad2d_backward(const at::Tensor& grad_output, at::Int
   auto sizes = concrete_sizes(grad_output);
   TORCH_CHECK((sizes.size() == 3 || sizes.size() == 4) && padding.size() == 4,
               "dlunits.pad2d_backward: expected a 3-D or 4-D grad_output and 4 padding values, but got "
-              "grad_output of size ", sizes, " and padding=", padding);
+              "grad_output of size ", at::IntArrayRef(sizes), " and padding=", padding);
+  const int64_t h = sizes[sizes.size() - 2], w = sizes[sizes.size() - 1];
+  TORCH_CHECK(h > padding[0] + padding[1] && w > padding[2] + padding[3],
+              "dlunits.pad2d_backward: expected grad_output larger than the padding (top, bottom, left, right) = ",
+              padding, " in its last two dimensions, but got grad_output of size ", at::IntArrayRef(sizes));
   sizes[sizes.size() - 2] -= padding[0] + padding[1];
   sizes[sizes.size() - 1] -= padding[2] + padding[3];
   return pad2d_geometry(sizes, padding, pad_mode_from_string(mode));
+}
+
+// torch's layout for a padded result (and for its gradient): reflect and replicate
+// keep a 4-D channels_last tensor channels_last; circular padding is contiguous.
+inline at::MemoryFormat pad2d_memory_format(const at::Tensor& t, c10::string_view mode) {
+  const bool channels_last = t.dim() == 4 && pad_mode_from_string(mode) != PadMode::Circular &&
+                             t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
 inline std::vector<int64_t> pad2d_input_sizes(const at::Tensor& grad_output, const Pad2dGeometry& g) {

@@ -45,20 +45,19 @@ def _conv2d_backward_weight_fake(grad_output, input, weight_size, stride, paddin
 
 @torch.library.register_fake("dlunits::conv2d_backward_bias")
 def _conv2d_backward_bias_fake(grad_output):
-    if grad_output.dim() != 4:
-        raise RuntimeError("dlunits.conv2d_backward_bias: expected grad_output to be 4-D (N, C, H, W), "
-                           f"but got {grad_output.dim()}-D")
+    _C.check_conv2d_backward_bias(grad_output)
     return _empty((grad_output.shape[1],), grad_output)
 
 
 @torch.library.register_fake("dlunits::pad2d")
 def _pad2d_fake(input, padding, mode):
-    return _empty(_C.pad2d_output_size(input, padding, mode), input)
+    return _empty(_C.pad2d_output_size(input, padding, mode), input, _C.pad2d_channels_last(input, mode))
 
 
 @torch.library.register_fake("dlunits::pad2d_backward")
 def _pad2d_backward_fake(grad_output, padding, mode):
-    return _empty(_C.pad2d_backward_size(grad_output, padding, mode), grad_output)
+    size = _C.pad2d_backward_size(grad_output, padding, mode)
+    return _empty(size, grad_output, _C.pad2d_channels_last(grad_output, mode))
 
 
 # --- autograd ------------------------------------------------------------------

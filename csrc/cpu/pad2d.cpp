@@ -77,7 +77,7 @@ at::Tensor pad2d_cpu(const at::Tensor& input, at::IntArrayRef padding, c10::stri
       pad2d_forward_kernel<scalar_t>(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), g);
     });
   }
-  return y;
+  return y.contiguous(pad2d_memory_format(input, mode));
 }
 
 at::Tensor pad2d_backward_cpu(const at::Tensor& grad_output, at::IntArrayRef padding, c10::string_view mode) {
@@ -89,7 +89,7 @@ at::Tensor pad2d_backward_cpu(const at::Tensor& grad_output, at::IntArrayRef pad
       pad2d_backward_kernel<scalar_t>(dy.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), g);
     });
   }
-  return dx;
+  return dx.contiguous(pad2d_memory_format(grad_output, mode));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@ automatic) and the presence of nvcc together with a CUDA build of torch, never b
 whether a GPU is present: CI compiles the CUDA kernels on a machine without one.
 """
 import glob
+import importlib.util
 import os
 
 from setuptools import setup
@@ -28,6 +29,21 @@ def _want_cuda():
     return have_toolkit and have_torch_cuda
 
 
+def _pip_cuda_include_dirs():
+    """Headers of the CUDA libraries that pip's torch wheels bring along (cuSPARSE, cuBLAS, ...).
+
+    ATen's CUDA headers include them, and a bare toolkit install may lack them.
+    dlunits calls none of these libraries; it only needs their declarations to compile.
+    """
+    spec = importlib.util.find_spec("nvidia")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    dirs = []
+    for root in spec.submodule_search_locations:
+        dirs += sorted(d for d in glob.glob(os.path.join(root, "cu[0-9]*", "include")) if os.path.isdir(d))
+    return dirs
+
+
 def _extension():
     here = os.path.dirname(os.path.abspath(__file__))
     sources = [os.path.join("csrc", "ops.cpp")] + sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
@@ -38,10 +54,11 @@ def _extension():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         define_macros.append(("DLUNITS_WITH_CUDA", None))
+        # -isystem: searched after the toolkit's own -I headers, which keep precedence.
+        pip_headers = [flag for d in _pip_cuda_include_dirs() for flag in ("-isystem", d)]
         return cpp_extension.CUDAExtension(
             "dlunits._C", sources, include_dirs=[os.path.join(here, "csrc")], define_macros=define_macros,
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--expt-relaxed-constexpr",
-                                                     "-lineinfo"]},
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-lineinfo"] + pip_headers},
             extra_link_args=["-fopenmp"])
     return cpp_extension.CppExtension(
         "dlunits._C", sources, include_dirs=[os.path.join(here, "csrc")], define_macros=define_macros,

@@ -520,9 +520,10 @@ def conv_configs(draw):
                 dilation=(dh, dw), groups=groups, bias=bias, padding_mode=padding_mode, seed=seed)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=conv_configs())
-def test_hypothesis_matches_torch(cfg):
+def test_hypothesis_matches_torch(device, cfg):
     kwargs = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"],
                   bias=cfg["bias"])
     layer, ref = module_pair(cfg["C"], cfg["O"], cfg["kernel"], kwargs, cfg["padding_mode"])
@@ -531,10 +532,10 @@ def test_hypothesis_matches_torch(cfg):
     # fresh random weights rather than the layer's initialisation
     gen = make_generator(cfg["seed"] + 1)
     tensors[1:] = [randn(*t.shape, gen=gen) for t in tensors[1:]]
-    compare_with_torch(*module_fns(layer, ref), tensors)
+    compare_with_torch(*module_fns(layer.to(device), ref.to(device)), tensors, device=device)
     if cfg["padding_mode"] == "zeros":  # and the functional form, with the same numbers
         dl, th = conv_pair(cfg["stride"], cfg["padding"], cfg["dilation"], cfg["groups"])
-        compare_with_torch(dl, th, tensors + [None] * (3 - len(tensors)))
+        compare_with_torch(dl, th, tensors + [None] * (3 - len(tensors)), device=device)
 
 
 # --------------------------------------------------------------------------------------
@@ -713,20 +714,21 @@ def _leaf(t):
     return t.detach().requires_grad_()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(OPCHECK_GEOMETRIES))
 @pytest.mark.parametrize("op", ["conv2d", "conv2d_backward_input", "conv2d_backward_weight",
                                 "conv2d_backward_bias"])
-def test_opcheck_conv_ops(op, name):
+def test_opcheck_conv_ops(op, name, device):
     input_size, weight_size, stride, padding, dilation, groups, bias, layout = OPCHECK_GEOMETRIES[name]
     gen = make_generator(50)
-    x = randn(*input_size, gen=gen)
-    w = randn(*weight_size, gen=gen)
-    b = randn(weight_size[0], gen=gen) if bias else None
+    x = randn(*input_size, gen=gen, device=device)
+    w = randn(*weight_size, gen=gen, device=device)
+    b = randn(weight_size[0], gen=gen, device=device) if bias else None
     if layout == "input":
         x = x.contiguous(memory_format=CL)
     if layout == "weight":
         w = w.contiguous(memory_format=CL)
-    go = randn(*_output_size(input_size, weight_size, stride, padding, dilation), gen=gen)
+    go = randn(*_output_size(input_size, weight_size, stride, padding, dilation), gen=gen, device=device)
     if layout is not None:
         go = go.contiguous(memory_format=CL)
     conv_args = [stride, padding, dilation, groups]
@@ -747,11 +749,13 @@ def test_opcheck_conv_ops(op, name):
     ((0, 2, 3, 3), [1, 1, 2, 2], None),
 ], ids=["4d", "3d", "channels_last", "zero-batch"])
 @pytest.mark.parametrize("op", ["pad2d", "pad2d_backward"])
-def test_opcheck_pad_ops(op, mode, shape, padding, layout):
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_pad_ops(device, op, mode, shape, padding, layout):
     gen = make_generator(51)
-    x = randn(*shape, gen=gen)
+    x = randn(*shape, gen=gen, device=device)
     if op == "pad2d_backward":  # grad_output has the padded size
-        x = randn(*shape[:-2], shape[-2] + padding[0] + padding[1], shape[-1] + padding[2] + padding[3], gen=gen)
+        x = randn(*shape[:-2], shape[-2] + padding[0] + padding[1], shape[-1] + padding[2] + padding[3], gen=gen,
+                  device=device)
     if layout == "channels_last":
         x = x.contiguous(memory_format=CL)
     torch.library.opcheck(getattr(ops, op), (_leaf(x), padding, mode), raise_exception=True)

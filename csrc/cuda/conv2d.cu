@@ -321,8 +321,9 @@ at::Tensor conv2d_backward_input_cuda(const at::Tensor& grad_output, const at::T
   const c10::cuda::CUDAGuard device_guard(grad_output.device());
   const at::Tensor dy = grad_output.contiguous();
   const at::Tensor w = weight.contiguous();
-  at::Tensor dx = at::zeros(g.input_sizes(), dy.options());
-  if (dx.numel() > 0 && dy.numel() > 0) {
+  // Every element is written by the gather below (dy is non-empty whenever dx is).
+  at::Tensor dx = at::empty(g.input_sizes(), dy.options());
+  if (dx.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "dlunits_conv2d_backward_input_cuda",
                                     [&] {
       dispatch_index_type({dx.numel(), w.numel(), dy.numel()}, [&](auto index_tag) {

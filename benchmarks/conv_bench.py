@@ -21,7 +21,10 @@ synchronises CUDA. speed-up = torch time / dlunits time. GFLOP/s counts
 2·N·OC·OH·OW·(C/groups)·KH·KW for the forward and 3× that for forward+backward;
 GB/s counts the minimal traffic: x, weight, bias and y once each for the forward,
 twice that for forward+backward (the gradients have the same sizes). Both are
-dlunits' achieved rates. TF32 is off so that float32 is compared with float32.
+dlunits' achieved rates; "% roof" places them (and "torch %" torch's) under the
+roofline that the script measures at start on each device: a large matrix
+product for the compute ceiling and a large copy for bandwidth. TF32 is off so
+that float32 is compared with float32.
 
 The process exits with status 1 when any pass FAILED.
 """
@@ -153,6 +156,28 @@ def environment(devices: Sequence[str], config: dict, config_path: str) -> dict:
     }
 
 
+# --- the machine's roofline, measured at start ---------------------------------------------------
+
+
+def measure_roofline(device: str, dtype: torch.dtype, min_run_time: float) -> dict:
+    """What this device reaches at all, measured now: a large matrix product (GFLOP/s, through torch's
+    BLAS or cuBLAS) and a large copy (GB/s, read + write). A kernel's roofline bound is then
+    min(peak GFLOP/s, GB/s × its FLOPs per byte)."""
+    size = 4096 if device == "cuda" else 1536
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
+    gemm_s, _ = measure(lambda: torch.mm(a, b), min_run_time)
+    src = torch.empty(256 * 2**20, dtype=torch.uint8, device=device)  # 256 MiB: well past any cache
+    dst = torch.empty_like(src)
+    copy_s, _ = measure(lambda: dst.copy_(src), min_run_time)
+    return {"gemm_gflops": 2 * size**3 / gemm_s / 1e9, "copy_gbps": 2 * src.nbytes / copy_s / 1e9}
+
+
+def roofline_percent(gflops: float, flops: int, nbytes: int, roofline: dict) -> float:
+    """Achieved GFLOP/s as a percentage of the roofline bound at this pass's arithmetic intensity."""
+    bound = min(roofline["gemm_gflops"], roofline["copy_gbps"] * flops / nbytes)
+    return 100 * gflops / bound
+
+
 # --- inputs, passes and checks ------------------------------------------------------------------
 
 
@@ -201,7 +226,8 @@ def milliseconds(seconds: Optional[float]) -> Optional[float]:
 # --- one row: a case on a device in one pass ---------------------------------------------------
 
 
-def run_pass(case: Case, device: str, pass_name: str, inputs: List[torch.Tensor], config: dict) -> dict:
+def run_pass(case: Case, device: str, pass_name: str, inputs: List[torch.Tensor], config: dict,
+             roofline: dict) -> dict:
     """Checks dlunits against the float64 reference and, when it passes, times dlunits and torch."""
     n = inputs[0].shape[0]
     row = {"name": case.name, "device": device, "pass": pass_name, "N": n, "status": "FAILED"}
@@ -226,6 +252,8 @@ def run_pass(case: Case, device: str, pass_name: str, inputs: List[torch.Tensor]
     row.update(status="ok", dlunits_ms=dl_time * 1e3, dlunits_iqr_ms=milliseconds(dl_iqr),
                torch_ms=torch_time * 1e3, torch_iqr_ms=milliseconds(torch_iqr), speedup=torch_time / dl_time,
                gflops=flops / dl_time / 1e9, gbps=nbytes / dl_time / 1e9, torch_gflops=flops / torch_time / 1e9)
+    row["roofline_pct"] = roofline_percent(row["gflops"], flops, nbytes, roofline)
+    row["torch_roofline_pct"] = roofline_percent(row["torch_gflops"], flops, nbytes, roofline)
     return row
 
 
@@ -246,10 +274,12 @@ COLUMNS = [  # (title, width, row -> text)
     ("speed-up", 8, lambda r: f"{r['speedup']:.2f}x"),
     ("GFLOP/s", 8, lambda r: f"{r['gflops']:.1f}"),
     ("GB/s", 7, lambda r: f"{r['gbps']:.1f}"),
+    ("% roof", 6, lambda r: f"{r['roofline_pct']:.1f}"),
+    ("torch %", 7, lambda r: f"{r['torch_roofline_pct']:.1f}"),
     ("max abs err", 11, lambda r: f"{r['max_abs_err']:.2e}" if "max_abs_err" in r else "-"),
     ("max rel err", 11, lambda r: f"{r['max_rel_err']:.2e}" if "max_rel_err" in r else "-"),
 ]
-TIMED_COLUMNS = ("dlunits ms", "torch ms", "speed-up", "GFLOP/s", "GB/s")
+TIMED_COLUMNS = ("dlunits ms", "torch ms", "speed-up", "GFLOP/s", "GB/s", "% roof", "torch %")
 
 
 def format_line(cells: Sequence[str]) -> str:
@@ -278,6 +308,9 @@ def format_environment(env: dict) -> str:
              f"cpu: {env['cpu']}, {env['threads']} threads"]
     if env["gpu"]:
         lines.append(f"gpu: {env['gpu']}")
+    for device, roof in env["roofline"].items():
+        lines.append(f"roofline ({device}, measured now): {roof['gemm_gflops']:.0f} GFLOP/s matrix product, "
+                     f"{roof['copy_gbps']:.1f} GB/s copy; % roof = achieved / min(GFLOP/s, GB/s × FLOPs/byte)")
     return "\n".join(lines)
 
 
@@ -324,6 +357,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.backends.cudnn.benchmark = config["cudnn_benchmark"]
 
     env = environment(devices, config, args.config)
+    env["roofline"] = {d: measure_roofline(d, config["dtype"], config["min_run_time"][d]) for d in devices}
     print(format_environment(env), end="\n\n")
     print(format_line([title for title, _, _ in COLUMNS]), flush=True)
     rows = []
@@ -331,7 +365,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for device in devices:
             inputs = make_inputs(case, case.N[device], config["dtype"], device)
             for pass_name in PASSES:
-                rows.append(run_pass(case, device, pass_name, inputs, config))
+                rows.append(run_pass(case, device, pass_name, inputs, config, env["roofline"][device]))
                 print(format_row(rows[-1]), flush=True)
     print()
     print(format_summary(rows, devices))

@@ -1,6 +1,8 @@
 // dlunits — 2-D convolution on the CPU: im2col + GEMM.
 //
-// For each sample n and group g, with K = C/groups·KH·KW and L = OH·OW:
+// For each sample n and group g, with K = C/groups·KH·KW and L = OH·OW
+// (the columns go in blocks of output rows, ~512 KiB each, so that im2col's
+// output is still in cache when the GEMM reads it):
 //   forward          col = im2col(x[n, g])          [K, L]
 //                    y[n, g] = W[g] · col + b        [OC/groups, L]
 //   backward input   col = W[g]ᵀ · dy[n, g]          [K, L]
@@ -54,23 +56,43 @@ inline ValidRange valid_output_range(int64_t offset, int64_t stride, int64_t siz
   return {lo_c, std::max(lo_c, std::min(hi, out_size))};
 }
 
-// col[(c·KH + kh)·KW + kw, oh·OW + ow] = x[c, oh·sh - pt + kh·dh, ow·sw - pl + kw·dw], 0 outside,
-// for the channels [c_begin, c_end) of one group's input x [C/groups, H, W].
+// The valid output rows of ValidRange `rows` that fall in the block [begin, end).
+inline ValidRange clip(ValidRange rows, int64_t begin, int64_t end) {
+  const int64_t lo = std::min(std::max(rows.lo, begin), end);
+  return {lo, std::max(lo, std::min(rows.hi, end))};
+}
+
+// Output rows go through im2col and the GEMM in blocks of rows_per_block, so that
+// a block's columns (K × rows·OW, about 512 KiB) are still in cache when the GEMM
+// reads them back; but never fewer than 256 columns, below which the GEMM itself
+// runs slowly.
 template <typename scalar_t>
-void im2col(const scalar_t* x, const Conv2dGeometry& g, scalar_t* col, int64_t c_begin, int64_t c_end) {
-  const int64_t H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w, L = OH * OW;
+int64_t rows_per_block(const Conv2dGeometry& g) {
+  constexpr int64_t kBlockBytes = 512 * 1024, kMinColumns = 256;
+  const int64_t row_bytes = std::max<int64_t>(1, g.patch_size() * g.out_w * int64_t(sizeof(scalar_t)));
+  const int64_t rows = std::max(kBlockBytes / row_bytes, (kMinColumns + g.out_w - 1) / g.out_w);
+  return std::max<int64_t>(1, std::min(g.out_h, rows));
+}
+
+// col[(c·KH + kh)·KW + kw, (oh - oh_begin)·OW + ow] = x[c, oh·sh - pt + kh·dh, ow·sw - pl + kw·dw],
+// 0 outside, for the output rows [oh_begin, oh_end) and the channels [c_begin, c_end) of one
+// group's input x [C/groups, H, W].
+template <typename scalar_t>
+void im2col(const scalar_t* x, const Conv2dGeometry& g, scalar_t* col, int64_t c_begin, int64_t c_end,
+            int64_t oh_begin, int64_t oh_end) {
+  const int64_t H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w, width = (oh_end - oh_begin) * OW;
   for (int64_t c = c_begin; c < c_end; ++c) {
     for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
       const int64_t h_offset = kh * g.dilation_h - g.pad_top;
-      const ValidRange rows = valid_output_range(h_offset, g.stride_h, H, OH);
+      const ValidRange rows = clip(valid_output_range(h_offset, g.stride_h, H, OH), oh_begin, oh_end);
       for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
         const int64_t w_offset = kw * g.dilation_w - g.pad_left;
         const ValidRange cols = valid_output_range(w_offset, g.stride_w, W, OW);
-        scalar_t* out = col + ((c * g.kernel_h + kh) * g.kernel_w + kw) * L;
-        std::fill(out, out + rows.lo * OW, scalar_t(0));
+        scalar_t* out = col + ((c * g.kernel_h + kh) * g.kernel_w + kw) * width;
+        std::fill(out, out + (rows.lo - oh_begin) * OW, scalar_t(0));
         for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
           const scalar_t* in = x + (c * H + oh * g.stride_h + h_offset) * W + w_offset;
-          scalar_t* out_row = out + oh * OW;
+          scalar_t* out_row = out + (oh - oh_begin) * OW;
           std::fill(out_row, out_row + cols.lo, scalar_t(0));
           if (g.stride_w == 1) {
             std::copy(in + cols.lo, in + cols.hi, out_row + cols.lo);
@@ -79,28 +101,30 @@ void im2col(const scalar_t* x, const Conv2dGeometry& g, scalar_t* col, int64_t c
           }
           std::fill(out_row + cols.hi, out_row + OW, scalar_t(0));
         }
-        std::fill(out + rows.hi * OW, out + L, scalar_t(0));
+        std::fill(out + (rows.hi - oh_begin) * OW, out + width, scalar_t(0));
       }
     }
   }
 }
 
 // The adjoint of im2col: dx[c, ih, iw] += col[...] for every (kh, kw, oh, ow)
-// that read (ih, iw). dx must be zeroed first. Channels [c_begin, c_end) only.
+// that read (ih, iw), for the output rows [oh_begin, oh_end) and the channels
+// [c_begin, c_end). Accumulates: dx starts zeroed.
 template <typename scalar_t>
-void col2im(const scalar_t* col, const Conv2dGeometry& g, scalar_t* dx, int64_t c_begin, int64_t c_end) {
-  const int64_t H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w, L = OH * OW;
+void col2im(const scalar_t* col, const Conv2dGeometry& g, scalar_t* dx, int64_t c_begin, int64_t c_end,
+            int64_t oh_begin, int64_t oh_end) {
+  const int64_t H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w, width = (oh_end - oh_begin) * OW;
   for (int64_t c = c_begin; c < c_end; ++c) {
     for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
       const int64_t h_offset = kh * g.dilation_h - g.pad_top;
-      const ValidRange rows = valid_output_range(h_offset, g.stride_h, H, OH);
+      const ValidRange rows = clip(valid_output_range(h_offset, g.stride_h, H, OH), oh_begin, oh_end);
       for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
         const int64_t w_offset = kw * g.dilation_w - g.pad_left;
         const ValidRange cols = valid_output_range(w_offset, g.stride_w, W, OW);
-        const scalar_t* in = col + ((c * g.kernel_h + kh) * g.kernel_w + kw) * L;
+        const scalar_t* in = col + ((c * g.kernel_h + kh) * g.kernel_w + kw) * width;
         for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
           scalar_t* out = dx + (c * H + oh * g.stride_h + h_offset) * W + w_offset;
-          const scalar_t* in_row = in + oh * OW;
+          const scalar_t* in_row = in + (oh - oh_begin) * OW;
           if (g.stride_w == 1) {
             for (int64_t ow = cols.lo; ow < cols.hi; ++ow) out[ow] += in_row[ow];
           } else {
@@ -112,12 +136,11 @@ void col2im(const scalar_t* col, const Conv2dGeometry& g, scalar_t* dx, int64_t 
   }
 }
 
-// Runs body(n, col) for every sample, with a [K, L] column buffer of its own per
-// chunk of samples. within_sample says whether the body may itself split work
-// over threads (true when samples run one at a time).
+// Runs body(n, col, within_sample) for every sample, with a column buffer of
+// col_numel elements of its own per chunk of samples. within_sample says whether
+// the body may itself split work over threads (true when samples run one at a time).
 template <typename Body>
-void for_each_sample(const Conv2dGeometry& g, const at::TensorOptions& options, Body body) {
-  const int64_t col_numel = g.is_pointwise() ? 0 : g.patch_size() * g.out_h * g.out_w;
+void for_each_sample(const Conv2dGeometry& g, const at::TensorOptions& options, int64_t col_numel, Body body) {
   if (g.batch >= at::get_num_threads()) {
     at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
       at::Tensor col = at::empty({col_numel}, options);
@@ -129,13 +152,25 @@ void for_each_sample(const Conv2dGeometry& g, const at::TensorOptions& options, 
   }
 }
 
-template <typename scalar_t>
-void fill_columns(const scalar_t* x_group, const Conv2dGeometry& g, scalar_t* col, bool within_sample) {
-  const int64_t channels = g.in_channels_per_group();
-  if (within_sample) {
-    at::parallel_for(0, channels, 1, [&](int64_t c0, int64_t c1) { im2col(x_group, g, col, c0, c1); });
+// Calls f(c_begin, c_end) over one group's channels, split over threads or not.
+template <typename F>
+void over_channels(const Conv2dGeometry& g, bool parallel, F f) {
+  if (parallel) {
+    at::parallel_for(0, g.in_channels_per_group(), 1, f);
   } else {
-    im2col(x_group, g, col, 0, channels);
+    f(0, g.in_channels_per_group());
+  }
+}
+
+// Calls f(oh_begin, oh_end, col) for each block of output rows, with col a [K, rows·OW]
+// view of col_buffer.
+template <typename F>
+void over_row_blocks(const Conv2dGeometry& g, int64_t block_rows, at::Tensor& col_buffer, F f) {
+  const int64_t K = g.patch_size();
+  for (int64_t oh0 = 0; oh0 < g.out_h; oh0 += block_rows) {
+    const int64_t oh1 = std::min(g.out_h, oh0 + block_rows);
+    at::Tensor col = col_buffer.narrow(0, 0, K * (oh1 - oh0) * g.out_w).view({K, (oh1 - oh0) * g.out_w});
+    f(oh0, oh1, col);
   }
 }
 
@@ -257,13 +292,23 @@ void conv2d_forward_kernel(const at::Tensor& x, const at::Tensor& weight, const 
     return;
   }
   const at::Tensor w = weight.view({g.groups, OCg, K});
-  for_each_sample(g, x.options(), [&](int64_t n, at::Tensor& col_buffer, bool within_sample) {
+  const int64_t block_rows = rows_per_block<scalar_t>(g);
+  const int64_t col_numel = g.is_pointwise() ? 0 : K * block_rows * g.out_w;
+  for_each_sample(g, x.options(), col_numel, [&](int64_t n, at::Tensor& col_buffer, bool within_sample) {
     for (int64_t group = 0; group < g.groups; ++group) {
       const at::Tensor x_g = x[n].narrow(0, group * Cg, Cg);
       at::Tensor y_g = y[n].narrow(0, group * OCg, OCg).view({OCg, L});
-      at::Tensor col = g.is_pointwise() ? x_g.view({Cg, L}) : col_buffer.view({K, L});
-      if (!g.is_pointwise()) fill_columns(x_g.data_ptr<scalar_t>(), g, col.data_ptr<scalar_t>(), within_sample);
-      at::mm_out(y_g, w[group], col);
+      if (g.is_pointwise()) {
+        at::mm_out(y_g, w[group], x_g.view({Cg, L}));
+        continue;
+      }
+      const scalar_t* x_ptr = x_g.data_ptr<scalar_t>();
+      over_row_blocks(g, block_rows, col_buffer, [&](int64_t oh0, int64_t oh1, at::Tensor& col) {
+        scalar_t* col_ptr = col.data_ptr<scalar_t>();
+        over_channels(g, within_sample, [&](int64_t c0, int64_t c1) { im2col(x_ptr, g, col_ptr, c0, c1, oh0, oh1); });
+        at::Tensor y_block = y_g.narrow(1, oh0 * g.out_w, col.size(1));
+        at::mm_out(y_block, w[group], col);
+      });
     }
     if (b != nullptr) {
       scalar_t* y_n = y[n].data_ptr<scalar_t>();
@@ -285,7 +330,9 @@ void conv2d_backward_input_kernel(const at::Tensor& dy, const at::Tensor& weight
     return;
   }
   const at::Tensor w = weight.view({g.groups, OCg, K});
-  for_each_sample(g, dy.options(), [&](int64_t n, at::Tensor& col_buffer, bool within_sample) {
+  const int64_t block_rows = rows_per_block<scalar_t>(g);
+  const int64_t col_numel = g.is_pointwise() ? 0 : K * block_rows * g.out_w;
+  for_each_sample(g, dy.options(), col_numel, [&](int64_t n, at::Tensor& col_buffer, bool within_sample) {
     for (int64_t group = 0; group < g.groups; ++group) {
       const at::Tensor dy_g = dy[n].narrow(0, group * OCg, OCg).view({OCg, L});
       at::Tensor dx_g = dx[n].narrow(0, group * Cg, Cg);
@@ -294,20 +341,12 @@ void conv2d_backward_input_kernel(const at::Tensor& dy, const at::Tensor& weight
         at::mm_out(dx_flat, w[group].t(), dy_g);
         continue;
       }
-      at::Tensor col = col_buffer.view({K, L});
-      at::mm_out(col, w[group].t(), dy_g);
-      const scalar_t* col_ptr = col.data_ptr<scalar_t>();
-      scalar_t* dx_ptr = dx_g.data_ptr<scalar_t>();
-      const int64_t plane = g.in_h * g.in_w;
-      auto scatter = [&](int64_t c0, int64_t c1) {
-        std::fill(dx_ptr + c0 * plane, dx_ptr + c1 * plane, scalar_t(0));
-        col2im(col_ptr, g, dx_ptr, c0, c1);
-      };
-      if (within_sample) {
-        at::parallel_for(0, Cg, 1, scatter);
-      } else {
-        scatter(0, Cg);
-      }
+      scalar_t* dx_ptr = dx_g.data_ptr<scalar_t>();  // zeroed by the caller; blocks accumulate
+      over_row_blocks(g, block_rows, col_buffer, [&](int64_t oh0, int64_t oh1, at::Tensor& col) {
+        at::mm_out(col, w[group].t(), dy_g.narrow(1, oh0 * g.out_w, col.size(1)));
+        const scalar_t* col_ptr = col.data_ptr<scalar_t>();
+        over_channels(g, within_sample, [&](int64_t c0, int64_t c1) { col2im(col_ptr, g, dx_ptr, c0, c1, oh0, oh1); });
+      });
     }
   });
 }
@@ -317,7 +356,8 @@ void conv2d_backward_weight_kernel(const at::Tensor& dy, const at::Tensor& x, at
                                    const Conv2dGeometry& g) {
   const int64_t Cg = g.in_channels_per_group(), OCg = g.out_channels_per_group();
   const int64_t K = g.patch_size(), L = g.out_h * g.out_w;
-  const int64_t col_numel = g.is_pointwise() ? 0 : K * L;
+  const int64_t block_rows = rows_per_block<scalar_t>(g);
+  const int64_t col_numel = g.is_pointwise() ? 0 : K * block_rows * g.out_w;
   if (Cg == 1) {
     single_channel_backward_weight(dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), dw.data_ptr<scalar_t>(), g);
     return;
@@ -329,9 +369,17 @@ void conv2d_backward_weight_kernel(const at::Tensor& dy, const at::Tensor& x, at
       for (int64_t group = 0; group < g.groups; ++group) {
         const at::Tensor x_g = x[n].narrow(0, group * Cg, Cg);
         const at::Tensor dy_g = dy[n].narrow(0, group * OCg, OCg).view({OCg, L});
-        at::Tensor col = g.is_pointwise() ? x_g.view({Cg, L}) : col_buffer.view({K, L});
-        if (!g.is_pointwise()) fill_columns(x_g.data_ptr<scalar_t>(), g, col.data_ptr<scalar_t>(), within_sample);
-        acc[group].addmm_(dy_g, col.t());
+        at::Tensor acc_g = acc[group];
+        if (g.is_pointwise()) {
+          acc_g.addmm_(dy_g, x_g.view({Cg, L}).t());
+          continue;
+        }
+        const scalar_t* x_ptr = x_g.data_ptr<scalar_t>();
+        over_row_blocks(g, block_rows, col_buffer, [&](int64_t oh0, int64_t oh1, at::Tensor& col) {
+          scalar_t* col_ptr = col.data_ptr<scalar_t>();
+          over_channels(g, within_sample, [&](int64_t c0, int64_t c1) { im2col(x_ptr, g, col_ptr, c0, c1, oh0, oh1); });
+          acc_g.addmm_(dy_g.narrow(1, oh0 * g.out_w, col.size(1)), col.t());
+        });
       }
     }
   };

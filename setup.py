@@ -48,6 +48,10 @@ def _extension():
     here = os.path.dirname(os.path.abspath(__file__))
     sources = [os.path.join("csrc", "ops.cpp")] + sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     cxx = ["-O3", "-fopenmp"] if os.name != "nt" else ["/O2"]
+    # The CPU kernels' loops are vectorised for the machine that compiles them, as
+    # for any from-source build; DLUNITS_PORTABLE=1 builds for any x86-64 instead.
+    if os.name != "nt" and os.environ.get("DLUNITS_PORTABLE", "0") != "1":
+        cxx.append("-march=native")
     define_macros = []
     if _want_cuda():
         # Ampere and Hopper unless the caller says otherwise: keeps CI's compile short.

@@ -34,6 +34,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "../shape_checks.h"
 
@@ -254,6 +255,7 @@ void single_channel_backward_weight(const scalar_t* dy, const scalar_t* x, scala
   const int64_t multiplier = g.out_channels_per_group();
   const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
   at::parallel_for(0, g.out_channels, 1, [&](int64_t o0, int64_t o1) {
+    std::vector<scalar_t> lanes(g.out_w);
     for (int64_t o = o0; o < o1; ++o) {
       const int64_t c = o / multiplier;
       for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
@@ -262,18 +264,24 @@ void single_channel_backward_weight(const scalar_t* dy, const scalar_t* x, scala
         for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
           const int64_t w_offset = kw * g.dilation_w - g.pad_left;
           const ValidRange cols = valid_output_range(w_offset, g.stride_w, g.in_w, g.out_w);
-          double sum = 0;
+          // Products accumulate lane-wise in lanes[ow] (vectorisable: no reduction in the
+          // inner loop), summed once at the end.
+          std::fill(lanes.begin(), lanes.end(), scalar_t(0));
           for (int64_t n = 0; n < g.batch; ++n) {
             const scalar_t* in = x + (n * g.in_channels + c) * in_plane;
             const scalar_t* grad = dy + (n * g.out_channels + o) * out_plane;
             for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
               const scalar_t* in_row = in + (oh * g.stride_h + h_offset) * g.in_w + w_offset;
               const scalar_t* grad_row = grad + oh * g.out_w;
-              scalar_t row_sum = 0;
-              for (int64_t ow = cols.lo; ow < cols.hi; ++ow) row_sum += grad_row[ow] * in_row[ow * g.stride_w];
-              sum += row_sum;
+              if (g.stride_w == 1) {
+                for (int64_t ow = cols.lo; ow < cols.hi; ++ow) lanes[ow] += grad_row[ow] * in_row[ow];
+              } else {
+                for (int64_t ow = cols.lo; ow < cols.hi; ++ow) lanes[ow] += grad_row[ow] * in_row[ow * g.stride_w];
+              }
             }
           }
+          double sum = 0;
+          for (int64_t ow = cols.lo; ow < cols.hi; ++ow) sum += lanes[ow];
           dw[(o * g.kernel_h + kh) * g.kernel_w + kw] = static_cast<scalar_t>(sum);
         }
       }
@@ -420,15 +428,19 @@ void conv2d_backward_bias_kernel(const at::Tensor& dy, at::Tensor& db) {
   const int64_t N = dy.size(0), C = dy.size(1), L = dy.size(2) * dy.size(3);
   const scalar_t* in = dy.data_ptr<scalar_t>();
   scalar_t* out = db.data_ptr<scalar_t>();
+  constexpr int64_t kLanes = 64;  // lane-wise partial sums: the inner loop vectorises
   at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      double sum = 0;
+      double lanes[kLanes] = {};
       for (int64_t n = 0; n < N; ++n) {
         const scalar_t* row = in + (n * C + c) * L;
-        double row_sum = 0;
-        for (int64_t l = 0; l < L; ++l) row_sum += row[l];
-        sum += row_sum;
+        int64_t l = 0;
+        for (; l + kLanes <= L; l += kLanes)
+          for (int64_t j = 0; j < kLanes; ++j) lanes[j] += row[l + j];
+        for (; l < L; ++l) lanes[l % kLanes] += row[l];
       }
+      double sum = 0;
+      for (double lane : lanes) sum += lane;
       out[c] = static_cast<scalar_t>(sum);
     }
   });

@@ -57,6 +57,27 @@ inline ValidRange valid_output_range(int64_t offset, int64_t stride, int64_t siz
   return {lo_c, std::max(lo_c, std::min(hi, out_size))};
 }
 
+// One kernel tap (kh, kw): its index kh·KW + kw, the offsets that take output
+// (oh, ow) to input (oh·sh + h_offset, ow·sw + w_offset), and the output rows and
+// columns for which that input lies inside the image.
+struct Tap {
+  int64_t index, h_offset, w_offset;
+  ValidRange rows, cols;
+};
+
+template <typename F>
+void for_each_tap(const Conv2dGeometry& g, F f) {
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+    const int64_t h_offset = kh * g.dilation_h - g.pad_top;
+    const ValidRange rows = valid_output_range(h_offset, g.stride_h, g.in_h, g.out_h);
+    for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+      const int64_t w_offset = kw * g.dilation_w - g.pad_left;
+      f(Tap{kh * g.kernel_w + kw, h_offset, w_offset, rows,
+            valid_output_range(w_offset, g.stride_w, g.in_w, g.out_w)});
+    }
+  }
+}
+
 // The valid output rows of ValidRange `rows` that fall in the block [begin, end).
 inline ValidRange clip(ValidRange rows, int64_t begin, int64_t end) {
   const int64_t lo = std::min(std::max(rows.lo, begin), end);
@@ -75,65 +96,57 @@ int64_t rows_per_block(const Conv2dGeometry& g) {
   return std::max<int64_t>(1, std::min(g.out_h, rows));
 }
 
-// col[(c·KH + kh)·KW + kw, (oh - oh_begin)·OW + ow] = x[c, oh·sh - pt + kh·dh, ow·sw - pl + kw·dw],
+// col[c·KH·KW + tap, (oh - oh_begin)·OW + ow] = x[c, oh·sh - pt + kh·dh, ow·sw - pl + kw·dw],
 // 0 outside, for the output rows [oh_begin, oh_end) and the channels [c_begin, c_end) of one
 // group's input x [C/groups, H, W].
 template <typename scalar_t>
 void im2col(const scalar_t* x, const Conv2dGeometry& g, scalar_t* col, int64_t c_begin, int64_t c_end,
             int64_t oh_begin, int64_t oh_end) {
-  const int64_t H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w, width = (oh_end - oh_begin) * OW;
+  const int64_t OW = g.out_w, width = (oh_end - oh_begin) * OW, taps = g.kernel_h * g.kernel_w;
   for (int64_t c = c_begin; c < c_end; ++c) {
-    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-      const int64_t h_offset = kh * g.dilation_h - g.pad_top;
-      const ValidRange rows = clip(valid_output_range(h_offset, g.stride_h, H, OH), oh_begin, oh_end);
-      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-        const int64_t w_offset = kw * g.dilation_w - g.pad_left;
-        const ValidRange cols = valid_output_range(w_offset, g.stride_w, W, OW);
-        scalar_t* out = col + ((c * g.kernel_h + kh) * g.kernel_w + kw) * width;
-        std::fill(out, out + (rows.lo - oh_begin) * OW, scalar_t(0));
-        for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
-          const scalar_t* in = x + (c * H + oh * g.stride_h + h_offset) * W + w_offset;
-          scalar_t* out_row = out + (oh - oh_begin) * OW;
-          std::fill(out_row, out_row + cols.lo, scalar_t(0));
-          if (g.stride_w == 1) {
-            std::copy(in + cols.lo, in + cols.hi, out_row + cols.lo);
-          } else {
-            for (int64_t ow = cols.lo; ow < cols.hi; ++ow) out_row[ow] = in[ow * g.stride_w];
-          }
-          std::fill(out_row + cols.hi, out_row + OW, scalar_t(0));
+    const scalar_t* plane = x + c * g.in_h * g.in_w;
+    for_each_tap(g, [&](const Tap& t) {
+      const ValidRange rows = clip(t.rows, oh_begin, oh_end);
+      scalar_t* out = col + (c * taps + t.index) * width;
+      std::fill(out, out + (rows.lo - oh_begin) * OW, scalar_t(0));
+      for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
+        const scalar_t* in = plane + (oh * g.stride_h + t.h_offset) * g.in_w + t.w_offset;
+        scalar_t* out_row = out + (oh - oh_begin) * OW;
+        std::fill(out_row, out_row + t.cols.lo, scalar_t(0));
+        if (g.stride_w == 1) {
+          std::copy(in + t.cols.lo, in + t.cols.hi, out_row + t.cols.lo);
+        } else {
+          for (int64_t ow = t.cols.lo; ow < t.cols.hi; ++ow) out_row[ow] = in[ow * g.stride_w];
         }
-        std::fill(out + (rows.hi - oh_begin) * OW, out + width, scalar_t(0));
+        std::fill(out_row + t.cols.hi, out_row + OW, scalar_t(0));
       }
-    }
+      std::fill(out + (rows.hi - oh_begin) * OW, out + width, scalar_t(0));
+    });
   }
 }
 
-// The adjoint of im2col: dx[c, ih, iw] += col[...] for every (kh, kw, oh, ow)
-// that read (ih, iw), for the output rows [oh_begin, oh_end) and the channels
+// The adjoint of im2col: dx[c, ih, iw] += col[...] for every (tap, oh, ow) that
+// read (ih, iw), for the output rows [oh_begin, oh_end) and the channels
 // [c_begin, c_end). Accumulates: dx starts zeroed.
 template <typename scalar_t>
 void col2im(const scalar_t* col, const Conv2dGeometry& g, scalar_t* dx, int64_t c_begin, int64_t c_end,
             int64_t oh_begin, int64_t oh_end) {
-  const int64_t H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w, width = (oh_end - oh_begin) * OW;
+  const int64_t OW = g.out_w, width = (oh_end - oh_begin) * OW, taps = g.kernel_h * g.kernel_w;
   for (int64_t c = c_begin; c < c_end; ++c) {
-    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-      const int64_t h_offset = kh * g.dilation_h - g.pad_top;
-      const ValidRange rows = clip(valid_output_range(h_offset, g.stride_h, H, OH), oh_begin, oh_end);
-      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-        const int64_t w_offset = kw * g.dilation_w - g.pad_left;
-        const ValidRange cols = valid_output_range(w_offset, g.stride_w, W, OW);
-        const scalar_t* in = col + ((c * g.kernel_h + kh) * g.kernel_w + kw) * width;
-        for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
-          scalar_t* out = dx + (c * H + oh * g.stride_h + h_offset) * W + w_offset;
-          const scalar_t* in_row = in + (oh - oh_begin) * OW;
-          if (g.stride_w == 1) {
-            for (int64_t ow = cols.lo; ow < cols.hi; ++ow) out[ow] += in_row[ow];
-          } else {
-            for (int64_t ow = cols.lo; ow < cols.hi; ++ow) out[ow * g.stride_w] += in_row[ow];
-          }
+    scalar_t* plane = dx + c * g.in_h * g.in_w;
+    for_each_tap(g, [&](const Tap& t) {
+      const ValidRange rows = clip(t.rows, oh_begin, oh_end);
+      const scalar_t* in = col + (c * taps + t.index) * width;
+      for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
+        scalar_t* out = plane + (oh * g.stride_h + t.h_offset) * g.in_w + t.w_offset;
+        const scalar_t* in_row = in + (oh - oh_begin) * OW;
+        if (g.stride_w == 1) {
+          for (int64_t ow = t.cols.lo; ow < t.cols.hi; ++ow) out[ow] += in_row[ow];
+        } else {
+          for (int64_t ow = t.cols.lo; ow < t.cols.hi; ++ow) out[ow * g.stride_w] += in_row[ow];
         }
       }
-    }
+    });
   }
 }
 
@@ -186,7 +199,7 @@ void over_row_blocks(const Conv2dGeometry& g, int64_t block_rows, at::Tensor& co
 template <typename scalar_t>
 void single_channel_forward(const scalar_t* x, const scalar_t* w, const scalar_t* b, scalar_t* y,
                             const Conv2dGeometry& g) {
-  const int64_t multiplier = g.out_channels_per_group();
+  const int64_t multiplier = g.out_channels_per_group(), taps = g.kernel_h * g.kernel_w;
   const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
   at::parallel_for(0, g.batch * g.out_channels, 1, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
@@ -194,31 +207,25 @@ void single_channel_forward(const scalar_t* x, const scalar_t* w, const scalar_t
       const scalar_t* in = x + (n * g.in_channels + c) * in_plane;
       scalar_t* out = y + p * out_plane;
       std::fill(out, out + out_plane, b != nullptr ? b[o] : scalar_t(0));
-      for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-        const int64_t h_offset = kh * g.dilation_h - g.pad_top;
-        const ValidRange rows = valid_output_range(h_offset, g.stride_h, g.in_h, g.out_h);
-        for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-          const int64_t w_offset = kw * g.dilation_w - g.pad_left;
-          const ValidRange cols = valid_output_range(w_offset, g.stride_w, g.in_w, g.out_w);
-          const scalar_t tap = w[(o * g.kernel_h + kh) * g.kernel_w + kw];
-          for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
-            const scalar_t* in_row = in + (oh * g.stride_h + h_offset) * g.in_w + w_offset;
-            scalar_t* out_row = out + oh * g.out_w;
-            if (g.stride_w == 1) {
-              for (int64_t ow = cols.lo; ow < cols.hi; ++ow) out_row[ow] += tap * in_row[ow];
-            } else {
-              for (int64_t ow = cols.lo; ow < cols.hi; ++ow) out_row[ow] += tap * in_row[ow * g.stride_w];
-            }
+      for_each_tap(g, [&](const Tap& t) {
+        const scalar_t tap = w[o * taps + t.index];
+        for (int64_t oh = t.rows.lo; oh < t.rows.hi; ++oh) {
+          const scalar_t* in_row = in + (oh * g.stride_h + t.h_offset) * g.in_w + t.w_offset;
+          scalar_t* out_row = out + oh * g.out_w;
+          if (g.stride_w == 1) {
+            for (int64_t ow = t.cols.lo; ow < t.cols.hi; ++ow) out_row[ow] += tap * in_row[ow];
+          } else {
+            for (int64_t ow = t.cols.lo; ow < t.cols.hi; ++ow) out_row[ow] += tap * in_row[ow * g.stride_w];
           }
         }
-      }
+      });
     }
   });
 }
 
 template <typename scalar_t>
 void single_channel_backward_input(const scalar_t* dy, const scalar_t* w, scalar_t* dx, const Conv2dGeometry& g) {
-  const int64_t multiplier = g.out_channels_per_group();
+  const int64_t multiplier = g.out_channels_per_group(), taps = g.kernel_h * g.kernel_w;
   const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
   at::parallel_for(0, g.batch * g.in_channels, 1, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
@@ -227,24 +234,18 @@ void single_channel_backward_input(const scalar_t* dy, const scalar_t* w, scalar
       std::fill(out, out + in_plane, scalar_t(0));
       for (int64_t o = c * multiplier; o < (c + 1) * multiplier; ++o) {
         const scalar_t* grad = dy + (n * g.out_channels + o) * out_plane;
-        for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-          const int64_t h_offset = kh * g.dilation_h - g.pad_top;
-          const ValidRange rows = valid_output_range(h_offset, g.stride_h, g.in_h, g.out_h);
-          for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-            const int64_t w_offset = kw * g.dilation_w - g.pad_left;
-            const ValidRange cols = valid_output_range(w_offset, g.stride_w, g.in_w, g.out_w);
-            const scalar_t tap = w[(o * g.kernel_h + kh) * g.kernel_w + kw];
-            for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
-              scalar_t* out_row = out + (oh * g.stride_h + h_offset) * g.in_w + w_offset;
-              const scalar_t* grad_row = grad + oh * g.out_w;
-              if (g.stride_w == 1) {
-                for (int64_t ow = cols.lo; ow < cols.hi; ++ow) out_row[ow] += tap * grad_row[ow];
-              } else {
-                for (int64_t ow = cols.lo; ow < cols.hi; ++ow) out_row[ow * g.stride_w] += tap * grad_row[ow];
-              }
+        for_each_tap(g, [&](const Tap& t) {
+          const scalar_t tap = w[o * taps + t.index];
+          for (int64_t oh = t.rows.lo; oh < t.rows.hi; ++oh) {
+            scalar_t* out_row = out + (oh * g.stride_h + t.h_offset) * g.in_w + t.w_offset;
+            const scalar_t* grad_row = grad + oh * g.out_w;
+            if (g.stride_w == 1) {
+              for (int64_t ow = t.cols.lo; ow < t.cols.hi; ++ow) out_row[ow] += tap * grad_row[ow];
+            } else {
+              for (int64_t ow = t.cols.lo; ow < t.cols.hi; ++ow) out_row[ow * g.stride_w] += tap * grad_row[ow];
             }
           }
-        }
+        });
       }
     }
   });
@@ -252,39 +253,33 @@ void single_channel_backward_input(const scalar_t* dy, const scalar_t* w, scalar
 
 template <typename scalar_t>
 void single_channel_backward_weight(const scalar_t* dy, const scalar_t* x, scalar_t* dw, const Conv2dGeometry& g) {
-  const int64_t multiplier = g.out_channels_per_group();
+  const int64_t multiplier = g.out_channels_per_group(), taps = g.kernel_h * g.kernel_w;
   const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
   at::parallel_for(0, g.out_channels, 1, [&](int64_t o0, int64_t o1) {
     std::vector<scalar_t> lanes(g.out_w);
     for (int64_t o = o0; o < o1; ++o) {
       const int64_t c = o / multiplier;
-      for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-        const int64_t h_offset = kh * g.dilation_h - g.pad_top;
-        const ValidRange rows = valid_output_range(h_offset, g.stride_h, g.in_h, g.out_h);
-        for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-          const int64_t w_offset = kw * g.dilation_w - g.pad_left;
-          const ValidRange cols = valid_output_range(w_offset, g.stride_w, g.in_w, g.out_w);
-          // Products accumulate lane-wise in lanes[ow] (vectorisable: no reduction in the
-          // inner loop), summed once at the end.
-          std::fill(lanes.begin(), lanes.end(), scalar_t(0));
-          for (int64_t n = 0; n < g.batch; ++n) {
-            const scalar_t* in = x + (n * g.in_channels + c) * in_plane;
-            const scalar_t* grad = dy + (n * g.out_channels + o) * out_plane;
-            for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
-              const scalar_t* in_row = in + (oh * g.stride_h + h_offset) * g.in_w + w_offset;
-              const scalar_t* grad_row = grad + oh * g.out_w;
-              if (g.stride_w == 1) {
-                for (int64_t ow = cols.lo; ow < cols.hi; ++ow) lanes[ow] += grad_row[ow] * in_row[ow];
-              } else {
-                for (int64_t ow = cols.lo; ow < cols.hi; ++ow) lanes[ow] += grad_row[ow] * in_row[ow * g.stride_w];
-              }
+      for_each_tap(g, [&](const Tap& t) {
+        // Products accumulate lane-wise in lanes[ow] (vectorisable: no reduction in
+        // the inner loop), summed once at the end.
+        std::fill(lanes.begin(), lanes.end(), scalar_t(0));
+        for (int64_t n = 0; n < g.batch; ++n) {
+          const scalar_t* in = x + (n * g.in_channels + c) * in_plane;
+          const scalar_t* grad = dy + (n * g.out_channels + o) * out_plane;
+          for (int64_t oh = t.rows.lo; oh < t.rows.hi; ++oh) {
+            const scalar_t* in_row = in + (oh * g.stride_h + t.h_offset) * g.in_w + t.w_offset;
+            const scalar_t* grad_row = grad + oh * g.out_w;
+            if (g.stride_w == 1) {
+              for (int64_t ow = t.cols.lo; ow < t.cols.hi; ++ow) lanes[ow] += grad_row[ow] * in_row[ow];
+            } else {
+              for (int64_t ow = t.cols.lo; ow < t.cols.hi; ++ow) lanes[ow] += grad_row[ow] * in_row[ow * g.stride_w];
             }
           }
-          double sum = 0;
-          for (int64_t ow = cols.lo; ow < cols.hi; ++ow) sum += lanes[ow];
-          dw[(o * g.kernel_h + kh) * g.kernel_w + kw] = static_cast<scalar_t>(sum);
         }
-      }
+        double sum = 0;
+        for (int64_t ow = t.cols.lo; ow < t.cols.hi; ++ow) sum += lanes[ow];
+        dw[o * taps + t.index] = static_cast<scalar_t>(sum);
+      });
     }
   });
 }

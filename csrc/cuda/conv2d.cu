@@ -62,6 +62,18 @@ struct ConvShape {
         KW(g.kernel_w), OH(g.out_h), OW(g.out_w), stride_h(g.stride_h), stride_w(g.stride_w),
         pad_top(g.pad_top), pad_left(g.pad_left), dilation_h(g.dilation_h), dilation_w(g.dilation_w),
         Cg(g.in_channels_per_group()), OCg(g.out_channels_per_group()) {}
+
+  // x̂[pixel, patch] of group g: the input under tap (kh, kw) of channel c, with
+  // patch = (c, kh, kw), at output pixel = (n, oh, ow); 0 in the padding.
+  template <typename acc_t, typename scalar_t>
+  __device__ acc_t unfolded_input(const scalar_t* x, index_t g, index_t pixel, index_t patch) const {
+    const index_t ow = pixel % OW, oh = (pixel / OW) % OH, n = pixel / (OW * OH);
+    const index_t kw = patch % KW, kh = (patch / KW) % KH, c = patch / (KW * KH);
+    const index_t ih = oh * stride_h - pad_top + kh * dilation_h;
+    const index_t iw = ow * stride_w - pad_left + kw * dilation_w;
+    if (ih < 0 || ih >= H || iw < 0 || iw >= W) return acc_t(0);
+    return static_cast<acc_t>(x[((n * C + g * Cg + c) * H + ih) * W + iw]);
+  }
 };
 
 // Sizes of the product C[rows, cols] = Σ_{k < depth} A[row, k] · B[k, col], per group.
@@ -87,14 +99,7 @@ struct ForwardProblem {
   scalar_t* y;
   ConvShape<index_t> s;
 
-  __device__ acc_t a(index_t g, index_t m, index_t k) const {
-    const index_t ow = m % s.OW, oh = (m / s.OW) % s.OH, n = m / (s.OW * s.OH);
-    const index_t kw = k % s.KW, kh = (k / s.KW) % s.KH, c = k / (s.KW * s.KH);
-    const index_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
-    const index_t iw = ow * s.stride_w - s.pad_left + kw * s.dilation_w;
-    if (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) return acc_t(0);
-    return static_cast<acc_t>(x[((n * s.C + g * s.Cg + c) * s.H + ih) * s.W + iw]);
-  }
+  __device__ acc_t a(index_t g, index_t m, index_t k) const { return s.template unfolded_input<acc_t>(x, g, m, k); }
   __device__ acc_t b(index_t g, index_t k, index_t o) const {
     return static_cast<acc_t>(weight[(g * s.OCg + o) * (s.Cg * s.KH * s.KW) + k]);
   }
@@ -150,14 +155,7 @@ struct BackwardWeightProblem {
     const index_t ow = k % s.OW, oh = (k / s.OW) % s.OH, n = k / (s.OW * s.OH);
     return static_cast<acc_t>(grad_output[((n * s.OC + g * s.OCg + o) * s.OH + oh) * s.OW + ow]);
   }
-  __device__ acc_t b(index_t g, index_t k, index_t j) const {
-    const index_t ow = k % s.OW, oh = (k / s.OW) % s.OH, n = k / (s.OW * s.OH);
-    const index_t kw = j % s.KW, kh = (j / s.KW) % s.KH, c = j / (s.KW * s.KH);
-    const index_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
-    const index_t iw = ow * s.stride_w - s.pad_left + kw * s.dilation_w;
-    if (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) return acc_t(0);
-    return static_cast<acc_t>(x[((n * s.C + g * s.Cg + c) * s.H + ih) * s.W + iw]);
-  }
+  __device__ acc_t b(index_t g, index_t k, index_t j) const { return s.template unfolded_input<acc_t>(x, g, k, j); }
   __device__ void store(index_t g, index_t split, index_t o, index_t j, acc_t v) const {
     const index_t patch = s.Cg * s.KH * s.KW;
     partial[(split * s.OC + g * s.OCg + o) * patch + j] = v;

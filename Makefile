@@ -14,7 +14,7 @@ export TORCH_CUDA_ARCH_LIST
 MAX_JOBS ?= 2
 export MAX_JOBS
 
-SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
+SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
 
 .PHONY: all build test bench gpu-check clean
 
@@ -36,7 +36,7 @@ test: build
 	$(PY) -m pytest -q tests
 
 bench: build
-	$(PY) -m benchmarks.conv_bench --config configs/bench_conv.yaml
+	$(PY) -m dlunits.bench --suite configs/bench/quick.yaml --device all
 
 # On a GPU machine, against the torch that is there: build, CUDA tests, benchmark.
 gpu-check:

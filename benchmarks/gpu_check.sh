@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # GPU check for a lent machine with no network: builds dlunits in place against the system
 # python's torch (no venv, no downloads), runs the tests if pytest and hypothesis are installed,
-# and benchmarks the conv suite on CUDA.
+# and runs the full benchmark suite (configs/bench/full.yaml) on CUDA.
 #
 #   bash benchmarks/gpu_check.sh          (or: make gpu-check)
 #
-# Results: benchmarks/results/<gpu-name-slug>-<UTC date-time>.{json,txt}, copied to $OUT/ when OUT
-# is set (the device runner fetches what is written there). A failing build stops the script at
-# once; failing tests do not stop the benchmark, but the script exits non-zero at the end when the
-# tests or the benchmark failed. Takes a few minutes, most of it the CUDA build.
+# Results: the benchmark's folder benchmarks/results/<host>-cuda-<gpu>-<UTC date-time>/
+# (results.json, .csv, .md, speedup.png, roofline.png, and console.txt, what it printed), copied to
+# $OUT/ when OUT is set (the device runner fetches what is written there). A failing build stops
+# the script at once; failing tests do not stop the benchmark, but the script exits non-zero at the
+# end when the tests or the benchmark failed. Takes a few minutes, most of it the CUDA build.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -48,17 +49,23 @@ fi
 
 step "benchmark"
 mkdir -p benchmarks/results
-slug=$(printf '%s' "$gpu_name" | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/^-*//; s/-*$//')
-stem="benchmarks/results/${slug}-$(date -u +%Y%m%d-%H%M)"
+console=$(mktemp)
 bench_status=0
-"$PYTHON" -m benchmarks.conv_bench --config configs/bench_conv.yaml --device cuda --json "$stem.json" \
-    | tee "$stem.txt" || bench_status=$?
+PYTHONUNBUFFERED=1 "$PYTHON" -m dlunits.bench --suite configs/bench/full.yaml --device cuda --out benchmarks/results \
+    | tee "$console" || bench_status=$?
 [ "$bench_status" -eq 0 ] || echo "gpu_check: benchmark FAILED (status $bench_status)"
-
-if [ -n "${OUT:-}" ]; then
-    cp "$stem".* "$OUT/" 2>/dev/null || true
+# The benchmark names its results folder (host, device, date) in its line "results: <folder>/".
+results=$(sed -n 's|^results: \(.*\)/$|\1|p' "$console" | tail -n 1)
+if [ -n "$results" ]; then
+    mv "$console" "$results/console.txt"
+    if [ -n "${OUT:-}" ]; then
+        cp -r "$results" "$OUT/"
+    fi
+else
+    results="(none written)"
+    [ -z "${OUT:-}" ] || cp "$console" "$OUT/console.txt"
 fi
 
 step "summary"
-echo "tests: status $test_status; benchmark: status $bench_status; results: $stem.{json,txt}"
+echo "tests: status $test_status; benchmark: status $bench_status; results: $results"
 [ "$test_status" -eq 0 ] && [ "$bench_status" -eq 0 ]

@@ -116,7 +116,9 @@ def run_suite(args: argparse.Namespace, argv: Sequence[str]) -> int:
         table = report.Table([{"unit": j.case.unit, "case": j.case.name, "device": j.device, "dtype": j.dtype,
                                "pass": p} for j in jobs for p in j.case.passes])
         print(table.header(), flush=True)
-        with tqdm(total=runner.count_rows(jobs), desc="dlunits-bench", unit="pass", file=sys.stderr) as bar:
+        # The bar shows on a terminal only (disable=None); the rows are printed as they come either way.
+        with tqdm(total=runner.count_rows(jobs), desc="dlunits-bench", unit="pass", file=sys.stderr,
+                  disable=None) as bar:
             def on_row(row: dict):
                 bar.write(table.row(row), file=sys.stdout)
                 bar.update()

@@ -25,11 +25,12 @@ MAX_COPIES = 256
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
-    """Median and interquartile range of one call in seconds (iqr None when too few blocks ran for
-    quartiles), and how many calls were timed."""
+    """Median, interquartile range (None when too few blocks ran for quartiles) and fastest block of
+    one call in seconds, and how many calls were timed."""
 
     median: float
     iqr: Optional[float]
+    fastest: float
     runs: int
 
 
@@ -40,7 +41,7 @@ def time_call(fn: Callable[[], object], min_run_time: float, max_run_time: float
     result = timer.adaptive_autorange(threshold=SPREAD_TARGET, min_run_time=min_run_time,
                                       max_run_time=max_run_time)
     iqr = result.iqr if len(result.times) >= MIN_BLOCKS_FOR_IQR else None
-    return Timing(result.median, iqr, len(result.times) * result.number_per_run)
+    return Timing(result.median, iqr, min(result.times), len(result.times) * result.number_per_run)
 
 
 def rotation_copies(device: str, input_bytes: int) -> int:
@@ -75,13 +76,17 @@ def max_errors(outputs: Sequence[torch.Tensor], references: Sequence[torch.Tenso
 # --- the roofline ------------------------------------------------------------------------------------
 
 
+# The roofline is what the machine can do at all: its rates come from the fastest block, which a
+# passing load on a shared machine slows least.
+
+
 def gemm_gflops(device: str, dtype: torch.dtype, min_run_time: float, max_run_time: float,
                 num_threads: int) -> float:
     """GFLOP/s of a large square torch.mm (BLAS or cuBLAS; TF32 must be off for float32)."""
     size = GEMM_SIZE[device]
     gen = torch.Generator().manual_seed(0)
     a, b = (torch.randn(size, size, generator=gen).to(device=device, dtype=dtype) for _ in range(2))
-    seconds = time_call(lambda: torch.mm(a, b), min_run_time, max_run_time, num_threads).median
+    seconds = time_call(lambda: torch.mm(a, b), min_run_time, max_run_time, num_threads).fastest
     return 2 * size**3 / seconds / 1e9
 
 
@@ -89,7 +94,7 @@ def copy_gbps(device: str, min_run_time: float, max_run_time: float, num_threads
     """GB/s of a COPY_BYTES copy, counting the read and the write."""
     src = torch.ones(COPY_BYTES, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    seconds = time_call(lambda: dst.copy_(src), min_run_time, max_run_time, num_threads).median
+    seconds = time_call(lambda: dst.copy_(src), min_run_time, max_run_time, num_threads).fastest
     return 2 * COPY_BYTES / seconds / 1e9
 
 

@@ -179,7 +179,8 @@ def write_markdown(path: Path, document: dict):
     env, rows = document["environment"], document["rows"]
     lines = [f"# dlunits-bench: {document['suite']['path']}", "",
              f"{env['date']} on {env['host']}: `{env['command']}`", "", "## Environment", ""]
-    lines += markdown_table(["", ""], [[key, f"{value}"] for key, value in env.items()])
+    lines += markdown_table(["", "value"], [[key, ", ".join(value) if isinstance(value, list) else f"{value}"]
+                                           for key, value in env.items()])
     lines += ["", "## Roofline, measured at start", ""]
     lines += markdown_table(["device", "dtype", "GEMM GFLOP/s", "copy GB/s"],
                             [[r["device"], r["dtype"], f"{r['gemm_gflops']:.1f}", f"{r['copy_gbps']:.1f}"]

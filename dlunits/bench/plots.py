@@ -68,7 +68,7 @@ def draw_speedup_panel(axes, rows: Sequence[dict], title: str):
 def plot_speedup(rows: Sequence[dict], path: Path):
     panels = groups(rows, "unit", "device")
     heights = [len({(r["case"], r["dtype"]) for r in panel}) + 2 for panel in panels.values()]
-    figure = Figure(figsize=(9, 0.35 * sum(heights) + 0.6))
+    figure = Figure(figsize=(9, 0.35 * sum(heights) + 0.6), layout="constrained")
     grid = figure.add_gridspec(len(panels), 1, height_ratios=heights)
     for i, ((unit, device), panel) in enumerate(panels.items()):
         draw_speedup_panel(figure.add_subplot(grid[i]), panel, f"{unit} on {device}")
@@ -110,7 +110,7 @@ def draw_roofline_panel(axes, rows: Sequence[dict], roofline: dict):
 def plot_roofline(rows: Sequence[dict], rooflines: Sequence[dict], path: Path):
     timed = groups([r for r in rows if r["status"] == "ok"], "device", "dtype")
     panels = [(timed[(r["device"], r["dtype"])], r) for r in rooflines if (r["device"], r["dtype"]) in timed]
-    figure = Figure(figsize=(9, 5 * max(len(panels), 1)))
+    figure = Figure(figsize=(9, 5 * max(len(panels), 1)), layout="constrained")
     if not panels:
         figure.text(0.5, 0.5, "no timed case: nothing to place on the roofline", ha="center")
     for i, (panel_rows, roofline) in enumerate(panels):

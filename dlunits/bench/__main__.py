@@ -100,6 +100,7 @@ def new_results_folder(out: str, env: dict) -> Path:
 
 
 def run_suite(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """The run command: roofline, table, results folder, summary; 1 when any case FAILED."""
     suite = load_suite(args.suite)
     devices = select_devices(args.device)
     jobs = select_jobs(suite, devices, args.units, args.dtype, args.filter)
@@ -121,6 +122,7 @@ def run_suite(args: argparse.Namespace, argv: Sequence[str]) -> int:
                   disable=None) as bar:
             def on_row(row: dict):
                 bar.write(table.row(row), file=sys.stdout)
+                sys.stdout.flush()
                 bar.update()
             rows = runner.run(jobs, suite, rooflines, threads, on_row)
 

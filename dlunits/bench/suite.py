@@ -156,7 +156,7 @@ class _Checker:
         for item, item_line in zip(items, lines):
             if item not in known:
                 self.fail(item_line, f"unknown {what} '{item}' (known: {', '.join(known)})")
-        return list(items)
+        return list(dict.fromkeys(items))
 
     def per_device(self, value, line: int, devices: Sequence[str], what: str) -> Dict[str, Tuple[Any, int]]:
         """{device: (value, line)} from a plain value or a {device: value} mapping covering devices."""

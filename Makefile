@@ -14,7 +14,7 @@ export TORCH_CUDA_ARCH_LIST
 MAX_JOBS ?= 2
 export MAX_JOBS
 
-SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
+SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
 
 .PHONY: all build test bench gpu-check clean
 
@@ -25,9 +25,15 @@ $(VENV)/.deps: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
-# pip's editable install builds dlunits/_C*.so in place; rerun when a source changes.
-$(VENV)/.built: $(VENV)/.deps $(SOURCES)
-	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+# The first build, and any after pyproject.toml changes, is pip's editable
+# install (dlunits/_C*.so in place, the dlunits-bench script on the venv's PATH);
+# after a source change, ninja rebuilds in place only what changed.
+$(VENV)/.built: $(VENV)/.deps pyproject.toml $(SOURCES)
+	if [ $(VENV)/.installed -nt pyproject.toml ] && [ $(VENV)/.installed -nt $(VENV)/.deps ]; then \
+		$(PY) setup.py -q build_ext --inplace; \
+	else \
+		$(PY) -m pip install -q --no-build-isolation --no-deps -e . && touch $(VENV)/.installed; \
+	fi
 	touch $@
 
 build: $(VENV)/.built
@@ -43,4 +49,4 @@ gpu-check:
 	bash benchmarks/gpu_check.sh
 
 clean:
-	rm -rf build dlunits/_C*.so $(VENV)/.built
+	rm -rf build dlunits/_C*.so $(VENV)/.built $(VENV)/.installed

@@ -1,7 +1,7 @@
 """dlunits: deep learning's processing units, hand-written in C++ and CUDA.
 
     import dlunits
-    y = dlunits.functional.conv2d(x, w)          # F.conv2d, our kernels
+    y = dlunits.functional.conv2d(x, w)          # torch's conv2d signature, our kernels
     layer = dlunits.nn.Conv2d(3, 16, 3)           # torch.nn.Conv2d, our kernels
     model = dlunits.nn.convert(torchvision_model)  # every supported layer swapped
 

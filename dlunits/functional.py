@@ -51,7 +51,7 @@ def conv2d_padding(padding: Union[str, _IntOrPair], kernel_size: Sequence[int], 
 def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
            stride: _IntOrPair = 1, padding: Union[str, _IntOrPair] = 0, dilation: _IntOrPair = 1,
            groups: int = 1) -> torch.Tensor:
-    """torch.nn.functional.conv2d: cross-correlation of input (N, C, H, W) or (C, H, W) with weight
+    """The conv2d of torch.nn.functional, same signature: cross-correlation of input (N, C, H, W) or (C, H, W) with weight
     (out_channels, C/groups, kH, kW), plus bias."""
     if input.dim() not in (3, 4):
         raise RuntimeError("Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: "

@@ -27,6 +27,28 @@ TORCH_LIBRARY(dlunits, m) {
   // Conv2d's padding_mode: mode is 'reflect', 'replicate' or 'circular'.
   m.def("pad2d(Tensor input, int[4] padding, str mode) -> Tensor");
   m.def("pad2d_backward(Tensor grad_output, int[4] padding, str mode) -> Tensor");
+
+  // 2-D pooling of (N, C, H, W) or (C, H, W) input, torch's windows and rules (csrc/pool2d_windows.h).
+  // y[n, c, oh, ow] = max of x[n, c, oh·s - pad + kh·d, ow·s - pad + kw·d] over the taps inside the input;
+  // indices are torch's: ih·W + iw of each max, so max_unpool2d takes them.
+  m.def("max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+        "bool ceil_mode) -> Tensor");
+  m.def("max_pool2d_with_indices(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
+        "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)");
+  m.def("max_pool2d_backward(Tensor grad_output, Tensor input, int[2] kernel_size, int[2] stride, "
+        "int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
+  // y = Σ x over the window / divisor: divisor_override, else the window's size with padding
+  // (count_include_pad), else the number of its taps inside the input.
+  m.def("avg_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, bool ceil_mode, "
+        "bool count_include_pad, int? divisor_override) -> Tensor");
+  m.def("avg_pool2d_backward(Tensor grad_output, SymInt[] input_size, int[2] kernel_size, int[2] stride, "
+        "int[2] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor");
+  // Adaptive windows: output o pools [floor(o·in/out), ceil((o+1)·in/out)) along each axis.
+  m.def("adaptive_max_pool2d(Tensor input, int[2] output_size) -> Tensor");
+  m.def("adaptive_max_pool2d_with_indices(Tensor input, int[2] output_size) -> (Tensor, Tensor)");
+  m.def("adaptive_max_pool2d_backward(Tensor grad_output, Tensor input) -> Tensor");
+  m.def("adaptive_avg_pool2d(Tensor input, int[2] output_size) -> Tensor");
+  m.def("adaptive_avg_pool2d_backward(Tensor grad_output, SymInt[] input_size) -> Tensor");
 }
 
 namespace {
@@ -80,6 +102,44 @@ std::vector<int64_t> pad2d_backward_size(const at::Tensor& grad_output, std::vec
   return dlunits::pad2d_input_sizes(grad_output, g);
 }
 
+// The pooling checks, as the fake kernels call them: each returns its op's result size.
+using Sizes = std::vector<int64_t>;
+
+Sizes max_pool2d_output_size(const at::Tensor& input, Sizes kernel_size, Sizes stride, Sizes padding,
+                             Sizes dilation, bool ceil_mode) {
+  return dlunits::check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode).output_sizes();
+}
+
+Sizes avg_pool2d_output_size(const at::Tensor& input, Sizes kernel_size, Sizes stride, Sizes padding, bool ceil_mode,
+                             std::optional<int64_t> divisor_override) {
+  return dlunits::check_avg_pool2d(input, kernel_size, stride, padding, ceil_mode, divisor_override).output_sizes();
+}
+
+Sizes adaptive_pool2d_output_size(const at::Tensor& input, Sizes output_size, bool max) {
+  return (max ? dlunits::check_adaptive_max_pool2d(input, output_size)
+              : dlunits::check_adaptive_avg_pool2d(input, output_size)).output_sizes();
+}
+
+Sizes max_pool2d_backward_size(const at::Tensor& grad_output, const at::Tensor& input, Sizes kernel_size,
+                               Sizes stride, Sizes padding, Sizes dilation, bool ceil_mode) {
+  return dlunits::check_max_pool2d_backward(grad_output, input, kernel_size, stride, padding, dilation, ceil_mode)
+      .input_sizes();
+}
+
+Sizes adaptive_max_pool2d_backward_size(const at::Tensor& grad_output, const at::Tensor& input) {
+  return dlunits::check_adaptive_max_pool2d_backward(grad_output, input).input_sizes();
+}
+
+Sizes avg_pool2d_backward_size(const at::Tensor& grad_output, Sizes input_size, Sizes kernel_size, Sizes stride,
+                               Sizes padding, bool ceil_mode, std::optional<int64_t> divisor_override) {
+  return dlunits::check_avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, ceil_mode,
+                                            divisor_override).input_sizes();
+}
+
+Sizes adaptive_avg_pool2d_backward_size(const at::Tensor& grad_output, Sizes input_size) {
+  return dlunits::check_adaptive_avg_pool2d_backward(grad_output, input_size).input_sizes();
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -96,6 +156,18 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Whether pad2d (or pad2d_backward) gives a channels_last result for this tensor and mode");
   m.def("pad2d_output_size", &pad2d_output_size, "Checks pad2d's arguments; returns the output size");
   m.def("pad2d_backward_size", &pad2d_backward_size, "Checks pad2d_backward's arguments; returns the input size");
+  m.def("max_pool2d_output_size", &max_pool2d_output_size, "Checks max_pool2d's arguments; returns the output size");
+  m.def("avg_pool2d_output_size", &avg_pool2d_output_size, "Checks avg_pool2d's arguments; returns the output size");
+  m.def("adaptive_pool2d_output_size", &adaptive_pool2d_output_size,
+        "Checks adaptive_max_pool2d's (max=True) or adaptive_avg_pool2d's arguments; returns the output size");
+  m.def("max_pool2d_backward_size", &max_pool2d_backward_size,
+        "Checks max_pool2d_backward's arguments; returns the input size");
+  m.def("adaptive_max_pool2d_backward_size", &adaptive_max_pool2d_backward_size,
+        "Checks adaptive_max_pool2d_backward's arguments; returns the input size");
+  m.def("avg_pool2d_backward_size", &avg_pool2d_backward_size,
+        "Checks avg_pool2d_backward's arguments; returns the input size");
+  m.def("adaptive_avg_pool2d_backward_size", &adaptive_avg_pool2d_backward_size,
+        "Checks adaptive_avg_pool2d_backward's arguments; returns the input size");
   m.def("cuda_compiled", []() {
 #ifdef DLUNITS_WITH_CUDA
     return true;

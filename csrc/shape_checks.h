@@ -9,6 +9,8 @@
 
 #include <ATen/ATen.h>
 
+#include "pool2d_windows.h"
+
 #include <string>
 #include <vector>
 
@@ -341,6 +343,210 @@ inline std::vector<int64_t> pad2d_input_sizes(const at::Tensor& grad_output, con
   sizes[sizes.size() - 2] = g.in_h;
   sizes[sizes.size() - 1] = g.in_w;
   return sizes;
+}
+
+// ---------------------------------------------------------------------------
+// 2-D pooling: max_pool2d, avg_pool2d, adaptive_max_pool2d, adaptive_avg_pool2d.
+// The ops take 3-D (C, H, W) or 4-D (N, C, H, W) input, as torch's do.
+// ---------------------------------------------------------------------------
+
+struct Pool2dGeometry {
+  bool batched;           // 4-D input
+  int64_t batch, channels;  // batch is 1 for 3-D input
+  PoolAxis<int64_t> h, w;
+
+  int64_t planes() const { return batch * channels; }
+  std::vector<int64_t> sizes(int64_t height, int64_t width) const {
+    if (batched) return {batch, channels, height, width};
+    return {channels, height, width};
+  }
+  std::vector<int64_t> input_sizes() const { return sizes(h.in, w.in); }
+  std::vector<int64_t> output_sizes() const { return sizes(h.out, w.out); }
+};
+
+// torch's pooling_output_shape: floor (or ceil) of the window count, where with
+// ceil_mode a last window must start inside the input or its left padding.
+inline int64_t pool_output_size(int64_t in, int64_t kernel, int64_t pad, int64_t stride, int64_t dilation,
+                                bool ceil_mode) {
+  const int64_t numerator = in + 2 * pad - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0);
+  int64_t out = (numerator >= 0 ? numerator / stride : -((-numerator + stride - 1) / stride)) + 1;
+  if (ceil_mode && (out - 1) * stride >= in + pad) --out;
+  return out;
+}
+
+inline void check_pool2d_input_dims(const char* op, at::IntArrayRef input, int64_t first_nonempty_dim) {
+  bool ok = input.size() == 3 || input.size() == 4;
+  for (size_t d = input.size() == 4 ? first_nonempty_dim : first_nonempty_dim - 1; ok && d < input.size(); ++d) {
+    ok = input[d] > 0;
+  }
+  TORCH_CHECK(ok, op, ": expected a 3-D (C, H, W) or 4-D (N, C, H, W) input with non-zero ",
+              first_nonempty_dim == 1 ? "channel and spatial sizes" : "spatial sizes",
+              " (a zero batch size is fine), but got input of size ", input);
+}
+
+inline Pool2dGeometry pool2d_geometry_from_input(at::IntArrayRef input) {
+  Pool2dGeometry g{};
+  g.batched = input.size() == 4;
+  g.batch = g.batched ? input[0] : 1;
+  g.channels = input[input.size() - 3];
+  g.h.in = input[input.size() - 2];
+  g.w.in = input[input.size() - 1];
+  return g;
+}
+
+// Checks the arguments of max_pool2d (dilation as given) or avg_pool2d (dilation [1, 1])
+// for an input of size `input`, and computes the output size.
+inline Pool2dGeometry pool2d_geometry(const char* op, at::IntArrayRef input, at::IntArrayRef kernel_size,
+                                      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                      bool ceil_mode) {
+  const std::pair<const char*, at::IntArrayRef> args[] = {
+      {"kernel_size", kernel_size}, {"stride", stride}, {"padding", padding}, {"dilation", dilation}};
+  for (const auto& [name, value] : args) {
+    TORCH_CHECK(value.size() == 2, op, ": expected ", name, " to have 2 values (height, width), but got ", name,
+                "=", value);
+  }
+  TORCH_CHECK(kernel_size[0] > 0 && kernel_size[1] > 0, op,
+              ": kernel size should be greater than zero, but got kH: ", kernel_size[0], " kW: ", kernel_size[1]);
+  TORCH_CHECK(stride[0] > 0 && stride[1] > 0, op, ": stride should be greater than zero, but got dH: ",
+              stride[0], " dW: ", stride[1]);
+  TORCH_CHECK(dilation[0] > 0 && dilation[1] > 0, op, ": dilation should be greater than zero, but got dilationH: ",
+              dilation[0], " dilationW: ", dilation[1]);
+  for (int axis = 0; axis < 2; ++axis) {
+    TORCH_CHECK(padding[axis] >= 0, op, ": pad must be non-negative, but got pad: ", padding[axis]);
+    const int64_t effective_kernel = (kernel_size[axis] - 1) * dilation[axis] + 1;
+    TORCH_CHECK(padding[axis] <= effective_kernel / 2, op,
+                ": pad should be at most half of effective kernel size, but got pad=", padding[axis],
+                ", kernel_size=", kernel_size[axis], " and dilation=", dilation[axis]);
+  }
+  check_pool2d_input_dims(op, input, 1);
+  Pool2dGeometry g = pool2d_geometry_from_input(input);
+  PoolAxis<int64_t>* axes[] = {&g.h, &g.w};
+  for (int axis = 0; axis < 2; ++axis) {
+    PoolAxis<int64_t>& a = *axes[axis];
+    a.kernel = kernel_size[axis];
+    a.stride = stride[axis];
+    a.pad = padding[axis];
+    a.dilation = dilation[axis];
+    a.adaptive = false;
+    a.out = pool_output_size(a.in, a.kernel, a.pad, a.stride, a.dilation, ceil_mode);
+  }
+  TORCH_CHECK(g.h.out > 0 && g.w.out > 0, op, ": Given input size: (", g.channels, "x", g.h.in, "x", g.w.in,
+              "). Calculated output size: (", g.channels, "x", g.h.out, "x", g.w.out, "). Output size is too small");
+  return g;
+}
+
+inline Pool2dGeometry adaptive_pool2d_geometry(const char* op, at::IntArrayRef input, at::IntArrayRef output_size,
+                                               bool max) {
+  TORCH_CHECK(output_size.size() == 2, op, ": expected output_size to have 2 values (height, width), but got "
+              "output_size=", output_size);
+  TORCH_CHECK(output_size[0] >= 0 && output_size[1] >= 0, op,
+              ": elements of output_size must be greater than or equal to 0, but got output_size=", output_size);
+  // torch's adaptive max pooling refuses zero channels; its adaptive average pooling allows them.
+  check_pool2d_input_dims(op, input, max ? 1 : 2);
+  Pool2dGeometry g = pool2d_geometry_from_input(input);
+  PoolAxis<int64_t>* axes[] = {&g.h, &g.w};
+  for (int axis = 0; axis < 2; ++axis) {
+    PoolAxis<int64_t>& a = *axes[axis];
+    a.out = output_size[axis];
+    a.kernel = a.stride = a.dilation = 1;
+    a.pad = 0;
+    a.adaptive = true;
+  }
+  return g;
+}
+
+inline Pool2dGeometry check_max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                       at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
+  check_floating("dlunits.max_pool2d", "input", input);
+  return pool2d_geometry("dlunits.max_pool2d", concrete_sizes(input), kernel_size, stride, padding, dilation,
+                         ceil_mode);
+}
+
+inline Pool2dGeometry check_avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                       at::IntArrayRef padding, bool ceil_mode, std::optional<int64_t> divisor) {
+  check_floating("dlunits.avg_pool2d", "input", input);
+  TORCH_CHECK(!divisor.has_value() || *divisor != 0,
+              "dlunits.avg_pool2d: divisor must be not zero, but got divisor_override=0");
+  const int64_t no_dilation[] = {1, 1};
+  return pool2d_geometry("dlunits.avg_pool2d", concrete_sizes(input), kernel_size, stride, padding, no_dilation,
+                         ceil_mode);
+}
+
+inline Pool2dGeometry check_adaptive_max_pool2d(const at::Tensor& input, at::IntArrayRef output_size) {
+  check_floating("dlunits.adaptive_max_pool2d", "input", input);
+  return adaptive_pool2d_geometry("dlunits.adaptive_max_pool2d", concrete_sizes(input), output_size, true);
+}
+
+inline Pool2dGeometry check_adaptive_avg_pool2d(const at::Tensor& input, at::IntArrayRef output_size) {
+  check_floating("dlunits.adaptive_avg_pool2d", "input", input);
+  return adaptive_pool2d_geometry("dlunits.adaptive_avg_pool2d", concrete_sizes(input), output_size, false);
+}
+
+// A backward op's grad_output against the forward's geometry (and, for max pooling, its input).
+inline void check_pool2d_grad_output(const char* op, const at::Tensor& grad_output, const Pool2dGeometry& g) {
+  check_floating(op, "grad_output", grad_output);
+  const auto expected = g.output_sizes();
+  const auto actual = concrete_sizes(grad_output);
+  TORCH_CHECK(actual == expected, op, ": expected grad_output of size ", at::IntArrayRef(expected),
+              " (the forward's output), but got grad_output of size ", at::IntArrayRef(actual));
+}
+
+inline Pool2dGeometry check_max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                                at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                                at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
+  const auto g = check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode);
+  check_pool2d_grad_output("dlunits.max_pool2d_backward", grad_output, g);
+  check_same_dtype_and_device("dlunits.max_pool2d_backward", "grad_output", grad_output, "input", input);
+  return g;
+}
+
+// adaptive_max_pool2d_backward: the output size is grad_output's.
+inline Pool2dGeometry check_adaptive_max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& input) {
+  const char* op = "dlunits.adaptive_max_pool2d_backward";
+  const auto sizes = concrete_sizes(grad_output);
+  TORCH_CHECK(sizes.size() == 3 || sizes.size() == 4, op, ": expected a 3-D or 4-D grad_output, but got "
+              "grad_output of size ", at::IntArrayRef(sizes));
+  const int64_t output_size[] = {sizes[sizes.size() - 2], sizes[sizes.size() - 1]};
+  const auto g = check_adaptive_max_pool2d(input, output_size);
+  check_pool2d_grad_output(op, grad_output, g);
+  check_same_dtype_and_device(op, "grad_output", grad_output, "input", input);
+  return g;
+}
+
+inline void check_pool2d_input_size(const char* op, at::IntArrayRef input_size) {
+  TORCH_CHECK(input_size.size() == 3 || input_size.size() == 4, op,
+              ": expected input_size to have 3 or 4 values, but got input_size=", input_size);
+}
+
+inline Pool2dGeometry check_avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef input_size,
+                                                at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                                at::IntArrayRef padding, bool ceil_mode,
+                                                std::optional<int64_t> divisor) {
+  const char* op = "dlunits.avg_pool2d_backward";
+  check_pool2d_input_size(op, input_size);
+  TORCH_CHECK(!divisor.has_value() || *divisor != 0, op, ": divisor must be not zero, but got divisor_override=0");
+  const int64_t no_dilation[] = {1, 1};
+  const auto g = pool2d_geometry(op, input_size, kernel_size, stride, padding, no_dilation, ceil_mode);
+  check_pool2d_grad_output(op, grad_output, g);
+  return g;
+}
+
+// adaptive_avg_pool2d_backward: the output size is grad_output's.
+inline Pool2dGeometry check_adaptive_avg_pool2d_backward(const at::Tensor& grad_output, at::IntArrayRef input_size) {
+  const char* op = "dlunits.adaptive_avg_pool2d_backward";
+  check_pool2d_input_size(op, input_size);
+  const auto sizes = concrete_sizes(grad_output);
+  TORCH_CHECK(sizes.size() == input_size.size(), op, ": expected grad_output to have as many dimensions as "
+              "input_size=", input_size, ", but got grad_output of size ", at::IntArrayRef(sizes));
+  const int64_t output_size[] = {sizes[sizes.size() - 2], sizes[sizes.size() - 1]};
+  const auto g = adaptive_pool2d_geometry(op, input_size, output_size, false);
+  check_pool2d_grad_output(op, grad_output, g);
+  return g;
+}
+
+// torch's layout for a pooling result and its gradient: that of the tensor pooled.
+inline at::MemoryFormat pool2d_memory_format(const at::Tensor& t) {
+  return t.dim() == 4 ? t.suggest_memory_format() : at::MemoryFormat::Contiguous;
 }
 
 }  // namespace dlunits

@@ -81,3 +81,73 @@ def pad(input: torch.Tensor, pad: Sequence[int], mode: str = "reflect") -> torch
                          f"but got pad={pad}")
     left, right, top, bottom = pad
     return _ops.pad2d(input, [top, bottom, left, right], mode)
+
+
+# --- pooling ---------------------------------------------------------------------------
+
+
+def _pool_pair(value, op: str, name: str, default=None) -> list:
+    """A pooling argument as [height, width], with torch's message otherwise. default (the
+    kernel size) stands in for a stride that is None or empty."""
+    if default is not None and (value is None or (not isinstance(value, int) and len(value) == 0)):
+        return list(default)
+    if isinstance(value, int):
+        return [value, value]
+    values = [int(v) for v in value]
+    if len(values) == 1:
+        return values * 2
+    if len(values) != 2:
+        either = "either be omitted, a single int" if default is not None else "either be a single int"
+        raise RuntimeError(f"{op}: {name} must {either}, or a tuple of two ints, but got {name}={tuple(values)}")
+    return values
+
+
+def max_pool2d(input: torch.Tensor, kernel_size: _IntOrPair, stride: Optional[_IntOrPair] = None,
+               padding: _IntOrPair = 0, dilation: _IntOrPair = 1, ceil_mode: bool = False,
+               return_indices: bool = False):
+    """torch.nn.functional.max_pool2d, same signature: the max of each window of input (N, C, H, W) or
+    (C, H, W); with return_indices also torch's flat index (ih·W + iw) of each max."""
+    kernel_size = _pool_pair(kernel_size, "max_pool2d", "kernel_size")
+    args = (kernel_size, _pool_pair(stride, "max_pool2d", "stride", kernel_size),
+            _pool_pair(padding, "max_pool2d", "padding"), _pool_pair(dilation, "max_pool2d", "dilation"),
+            ceil_mode)
+    if return_indices:
+        return _ops.max_pool2d_with_indices(input, *args)
+    return _ops.max_pool2d(input, *args)
+
+
+def avg_pool2d(input: torch.Tensor, kernel_size: _IntOrPair, stride: Optional[_IntOrPair] = None,
+               padding: _IntOrPair = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: Optional[int] = None) -> torch.Tensor:
+    """torch.nn.functional.avg_pool2d, same signature: the mean of each window of input (N, C, H, W) or
+    (C, H, W)."""
+    kernel_size = _pool_pair(kernel_size, "avg_pool2d", "kernel_size")
+    return _ops.avg_pool2d(input, kernel_size, _pool_pair(stride, "avg_pool2d", "stride", kernel_size),
+                           _pool_pair(padding, "avg_pool2d", "padding"), ceil_mode, count_include_pad,
+                           divisor_override)
+
+
+def _adaptive_output_size(input: torch.Tensor, output_size, op: str) -> list:
+    """output_size as [height, width]; a None entry keeps the input's size along that axis."""
+    sizes = [output_size, output_size] if output_size is None or isinstance(output_size, int) else list(output_size)
+    if len(sizes) != 2:
+        raise RuntimeError(f"{op}: output_size must be a single int or a tuple of two ints (or None), "
+                           f"but got output_size={output_size}")
+    if any(s is None for s in sizes) and input.dim() not in (3, 4):
+        raise RuntimeError(f"{op}(): Expected 3D or 4D tensor, but got {list(input.shape)}")
+    return [input.shape[axis - 2] if s is None else int(s) for axis, s in enumerate(sizes)]
+
+
+def adaptive_max_pool2d(input: torch.Tensor, output_size, return_indices: bool = False):
+    """torch.nn.functional.adaptive_max_pool2d, same signature: the max over adaptive windows, so that
+    the output is output_size (None keeps an axis' size); with return_indices also torch's flat indices."""
+    size = _adaptive_output_size(input, output_size, "adaptive_max_pool2d")
+    if return_indices:
+        return _ops.adaptive_max_pool2d_with_indices(input, size)
+    return _ops.adaptive_max_pool2d(input, size)
+
+
+def adaptive_avg_pool2d(input: torch.Tensor, output_size) -> torch.Tensor:
+    """torch.nn.functional.adaptive_avg_pool2d, same signature: the mean over adaptive windows, so that
+    the output is output_size (None keeps an axis' size)."""
+    return _ops.adaptive_avg_pool2d(input, _adaptive_output_size(input, output_size, "adaptive_avg_pool2d"))

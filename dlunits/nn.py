@@ -10,7 +10,7 @@ import torch
 
 from . import functional
 
-__all__ = ["Conv2d", "convert"]
+__all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveMaxPool2d", "AdaptiveAvgPool2d", "convert"]
 
 
 class Conv2d(torch.nn.Conv2d):
@@ -24,8 +24,44 @@ class Conv2d(torch.nn.Conv2d):
         return functional.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
+class MaxPool2d(torch.nn.MaxPool2d):
+    """torch.nn.MaxPool2d, computed by dlunits.functional.max_pool2d."""
+
+    def forward(self, input):
+        return functional.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                                     ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class AvgPool2d(torch.nn.AvgPool2d):
+    """torch.nn.AvgPool2d, computed by dlunits.functional.avg_pool2d."""
+
+    def forward(self, input):
+        return functional.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                                     self.count_include_pad, self.divisor_override)
+
+
+class AdaptiveMaxPool2d(torch.nn.AdaptiveMaxPool2d):
+    """torch.nn.AdaptiveMaxPool2d, computed by dlunits.functional.adaptive_max_pool2d."""
+
+    def forward(self, input):
+        return functional.adaptive_max_pool2d(input, self.output_size, self.return_indices)
+
+
+class AdaptiveAvgPool2d(torch.nn.AdaptiveAvgPool2d):
+    """torch.nn.AdaptiveAvgPool2d, computed by dlunits.functional.adaptive_avg_pool2d."""
+
+    def forward(self, input):
+        return functional.adaptive_avg_pool2d(input, self.output_size)
+
+
 # torch.nn layer -> its dlunits twin. Later units add themselves here.
-TWINS = {torch.nn.Conv2d: Conv2d}
+TWINS = {
+    torch.nn.Conv2d: Conv2d,
+    torch.nn.MaxPool2d: MaxPool2d,
+    torch.nn.AvgPool2d: AvgPool2d,
+    torch.nn.AdaptiveMaxPool2d: AdaptiveMaxPool2d,
+    torch.nn.AdaptiveAvgPool2d: AdaptiveAvgPool2d,
+}
 
 
 def _twin(module: torch.nn.Module) -> torch.nn.Module:

@@ -151,3 +151,168 @@ torch.library.register_autograd("dlunits::conv2d_backward_bias", _conv2d_backwar
                                 setup_context=_conv2d_backward_bias_setup)
 torch.library.register_autograd("dlunits::pad2d", _pad2d_backward, setup_context=_pad2d_setup)
 torch.library.register_autograd("dlunits::pad2d_backward", _pad2d_backward_backward, setup_context=_pad2d_setup)
+
+
+# --- pooling -------------------------------------------------------------------------
+# Results take the layout of the tensor pooled (channels_last stays channels_last).
+# The max ops' backward recomputes each window's argmax from the saved input, and
+# every backward op is linear in grad_output, so its own derivative is a pooling
+# (avg) or a gather at the argmax (max).
+
+
+def _pooled(size, like, dtype=None):
+    result = _empty(size, like, _C.suggests_channels_last(like))
+    return result if dtype is None else result.to(dtype)
+
+
+@torch.library.register_fake("dlunits::max_pool2d")
+def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    return _pooled(_C.max_pool2d_output_size(input, kernel_size, stride, padding, dilation, ceil_mode), input)
+
+
+@torch.library.register_fake("dlunits::max_pool2d_with_indices")
+def _max_pool2d_with_indices_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    size = _C.max_pool2d_output_size(input, kernel_size, stride, padding, dilation, ceil_mode)
+    return _pooled(size, input), _pooled(size, input, torch.int64)
+
+
+@torch.library.register_fake("dlunits::max_pool2d_backward")
+def _max_pool2d_backward_fake(grad_output, input, kernel_size, stride, padding, dilation, ceil_mode):
+    size = _C.max_pool2d_backward_size(grad_output, input, kernel_size, stride, padding, dilation, ceil_mode)
+    return _pooled(size, input)
+
+
+@torch.library.register_fake("dlunits::adaptive_max_pool2d")
+def _adaptive_max_pool2d_fake(input, output_size):
+    return _pooled(_C.adaptive_pool2d_output_size(input, output_size, True), input)
+
+
+@torch.library.register_fake("dlunits::adaptive_max_pool2d_with_indices")
+def _adaptive_max_pool2d_with_indices_fake(input, output_size):
+    size = _C.adaptive_pool2d_output_size(input, output_size, True)
+    return _pooled(size, input), _pooled(size, input, torch.int64)
+
+
+@torch.library.register_fake("dlunits::adaptive_max_pool2d_backward")
+def _adaptive_max_pool2d_backward_fake(grad_output, input):
+    return _pooled(_C.adaptive_max_pool2d_backward_size(grad_output, input), input)
+
+
+@torch.library.register_fake("dlunits::avg_pool2d")
+def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    return _pooled(_C.avg_pool2d_output_size(input, kernel_size, stride, padding, ceil_mode, divisor_override), input)
+
+
+@torch.library.register_fake("dlunits::avg_pool2d_backward")
+def _avg_pool2d_backward_fake(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                              divisor_override):
+    size = _C.avg_pool2d_backward_size(grad_output, [int(s) for s in input_size], kernel_size, stride, padding,
+                                       ceil_mode, divisor_override)
+    return _pooled(size, grad_output)
+
+
+@torch.library.register_fake("dlunits::adaptive_avg_pool2d")
+def _adaptive_avg_pool2d_fake(input, output_size):
+    return _pooled(_C.adaptive_pool2d_output_size(input, output_size, False), input)
+
+
+@torch.library.register_fake("dlunits::adaptive_avg_pool2d_backward")
+def _adaptive_avg_pool2d_backward_fake(grad_output, input_size):
+    return _pooled(_C.adaptive_avg_pool2d_backward_size(grad_output, [int(s) for s in input_size]), grad_output)
+
+
+def _gather_at(values, indices):
+    """values (shaped like a pooled input) read at each window's argmax: indices are flat over (H, W)."""
+    flat_indices = indices.reshape(*indices.shape[:-2], -1)
+    return values.reshape(*values.shape[:-2], -1).gather(-1, flat_indices).reshape(indices.shape)
+
+
+def _max_pool2d_setup(ctx, inputs, output):
+    input, *ctx.pool_args = inputs
+    ctx.save_for_backward(input)
+
+
+def _max_pool2d_backward(ctx, grad, *_grad_indices):
+    (input,) = ctx.saved_tensors
+    return (ops.max_pool2d_backward(grad, input, *ctx.pool_args),) + (None,) * len(ctx.pool_args)
+
+
+def _max_pool2d_backward_setup(ctx, inputs, output):
+    _grad_output, input, *ctx.pool_args = inputs
+    ctx.save_for_backward(input)
+
+
+def _max_pool2d_backward_backward(ctx, v):
+    # grad_input = scatter of grad_output to the argmax: linear in grad_output, constant in input.
+    (input,) = ctx.saved_tensors
+    _, indices = ops.max_pool2d_with_indices(input, *ctx.pool_args)
+    return (_gather_at(v, indices), None) + (None,) * len(ctx.pool_args)
+
+
+def _adaptive_max_pool2d_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+
+
+def _adaptive_max_pool2d_backward(ctx, grad, *_grad_indices):
+    (input,) = ctx.saved_tensors
+    return ops.adaptive_max_pool2d_backward(grad, input), None
+
+
+def _adaptive_max_pool2d_backward_setup(ctx, inputs, output):
+    grad_output, input = inputs
+    ctx.output_size = list(grad_output.shape[-2:])
+    ctx.save_for_backward(input)
+
+
+def _adaptive_max_pool2d_backward_backward(ctx, v):
+    (input,) = ctx.saved_tensors
+    _, indices = ops.adaptive_max_pool2d_with_indices(input, ctx.output_size)
+    return _gather_at(v, indices), None
+
+
+def _avg_pool2d_setup(ctx, inputs, output):
+    input, *ctx.pool_args = inputs
+    ctx.input_size = list(input.shape)
+
+
+def _avg_pool2d_backward(ctx, grad):
+    return (ops.avg_pool2d_backward(grad, ctx.input_size, *ctx.pool_args),) + (None,) * len(ctx.pool_args)
+
+
+def _avg_pool2d_backward_setup(ctx, inputs, output):
+    _grad_output, _input_size, *ctx.pool_args = inputs
+
+
+def _avg_pool2d_backward_backward(ctx, v):
+    return (ops.avg_pool2d(v, *ctx.pool_args), None) + (None,) * len(ctx.pool_args)
+
+
+def _adaptive_avg_pool2d_setup(ctx, inputs, output):
+    ctx.input_size = list(inputs[0].shape)
+
+
+def _adaptive_avg_pool2d_backward(ctx, grad):
+    return ops.adaptive_avg_pool2d_backward(grad, ctx.input_size), None
+
+
+def _adaptive_avg_pool2d_backward_setup(ctx, inputs, output):
+    ctx.output_size = list(inputs[0].shape[-2:])
+
+
+def _adaptive_avg_pool2d_backward_backward(ctx, v):
+    return ops.adaptive_avg_pool2d(v, ctx.output_size), None
+
+
+for _name, _backward, _setup in [
+    ("max_pool2d", _max_pool2d_backward, _max_pool2d_setup),
+    ("max_pool2d_with_indices", _max_pool2d_backward, _max_pool2d_setup),
+    ("max_pool2d_backward", _max_pool2d_backward_backward, _max_pool2d_backward_setup),
+    ("adaptive_max_pool2d", _adaptive_max_pool2d_backward, _adaptive_max_pool2d_setup),
+    ("adaptive_max_pool2d_with_indices", _adaptive_max_pool2d_backward, _adaptive_max_pool2d_setup),
+    ("adaptive_max_pool2d_backward", _adaptive_max_pool2d_backward_backward, _adaptive_max_pool2d_backward_setup),
+    ("avg_pool2d", _avg_pool2d_backward, _avg_pool2d_setup),
+    ("avg_pool2d_backward", _avg_pool2d_backward_backward, _avg_pool2d_backward_setup),
+    ("adaptive_avg_pool2d", _adaptive_avg_pool2d_backward, _adaptive_avg_pool2d_setup),
+    ("adaptive_avg_pool2d_backward", _adaptive_avg_pool2d_backward_backward, _adaptive_avg_pool2d_backward_setup),
+]:
+    torch.library.register_autograd(f"dlunits::{_name}", _backward, setup_context=_setup)

@@ -21,6 +21,7 @@
 #include <c10/macros/Macros.h>
 
 #include <cstdint>
+#include <limits>
 
 namespace dlunits {
 
@@ -83,5 +84,30 @@ struct PoolAxis {
     return adaptive || dilation == 1 || (i + pad - o * stride) % dilation == 0;
   }
 };
+
+// torch's max over a window: a later tap takes over when it is greater or NaN, so ties go to
+// the first tap and any NaN gives NaN. Values are compared as acc_t (float for half types,
+// which represents them exactly). Element (ih, iw) of the plane is at (ih·width + iw)·element_stride;
+// index is torch's ih·width + iw. A window with no tap keeps -inf and torch's index.
+template <typename acc_t, typename index_t>
+struct WindowArgmax {
+  acc_t value;
+  index_t index;
+};
+
+template <typename acc_t, typename scalar_t, typename index_t>
+C10_HOST_DEVICE inline WindowArgmax<acc_t, index_t> window_argmax(const scalar_t* plane, index_t width,
+                                                                   index_t element_stride, const Taps<index_t>& th,
+                                                                   const Taps<index_t>& tw) {
+  WindowArgmax<acc_t, index_t> best{-std::numeric_limits<acc_t>::infinity(), th.first * width + tw.first};
+  for (index_t i = 0, ih = th.first; i < th.count; ++i, ih += th.step) {
+    for (index_t j = 0, iw = tw.first; j < tw.count; ++j, iw += tw.step) {
+      const index_t position = ih * width + iw;
+      const acc_t v = static_cast<acc_t>(plane[position * element_stride]);
+      if (v > best.value || v != v) best = {v, position};  // v != v: NaN
+    }
+  }
+  return best;
+}
 
 }  // namespace dlunits

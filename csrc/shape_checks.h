@@ -418,6 +418,10 @@ inline Pool2dGeometry pool2d_geometry(const char* op, at::IntArrayRef input, at:
                 ": pad should be at most half of effective kernel size, but got pad=", padding[axis],
                 ", kernel_size=", kernel_size[axis], " and dilation=", dilation[axis]);
   }
+  // torch's second, stricter rule: the undilated kernel bounds the padding too.
+  TORCH_CHECK(padding[0] <= kernel_size[0] / 2 && padding[1] <= kernel_size[1] / 2, op,
+              ": pad should be smaller than or equal to half of kernel size, but got padW = ", padding[1],
+              ", padH = ", padding[0], ", kW = ", kernel_size[1], ", kH = ", kernel_size[0]);
   check_pool2d_input_dims(op, input, 1);
   Pool2dGeometry g = pool2d_geometry_from_input(input);
   PoolAxis<int64_t>* axes[] = {&g.h, &g.w};

@@ -223,8 +223,9 @@ def _adaptive_avg_pool2d_backward_fake(grad_output, input_size):
 
 def _gather_at(values, indices):
     """values (shaped like a pooled input) read at each window's argmax: indices are flat over (H, W)."""
-    flat_indices = indices.reshape(*indices.shape[:-2], -1)
-    return values.reshape(*values.shape[:-2], -1).gather(-1, flat_indices).reshape(indices.shape)
+    flat_indices = indices.reshape(*indices.shape[:-2], indices.shape[-2] * indices.shape[-1])
+    flat_values = values.reshape(*values.shape[:-2], values.shape[-2] * values.shape[-1])
+    return flat_values.gather(-1, flat_indices).reshape(indices.shape)
 
 
 def _max_pool2d_setup(ctx, inputs, output):

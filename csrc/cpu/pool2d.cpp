@@ -93,21 +93,9 @@ int64_t grain(int64_t elements_per_item) { return std::max<int64_t>(1, kGrainEle
 // --- NCHW, one window at a time (adaptive windows; reference for the row kernels) -------------
 
 template <typename scalar_t>
-struct WindowMax {
-  scalar_t value;
-  int64_t index;  // ih·W + iw
-};
-
-template <typename scalar_t>
-WindowMax<scalar_t> window_max(const scalar_t* plane, int64_t width, const Taps<int64_t>& th, const Taps<int64_t>& tw) {
-  WindowMax<scalar_t> best{-std::numeric_limits<scalar_t>::infinity(), th.first * width + tw.first};
-  for (int64_t i = 0, ih = th.first; i < th.count; ++i, ih += th.step) {
-    for (int64_t j = 0, iw = tw.first; j < tw.count; ++j, iw += tw.step) {
-      const scalar_t v = plane[ih * width + iw];
-      if (takes_over(v, best.value)) best = {v, ih * width + iw};
-    }
-  }
-  return best;
+WindowArgmax<scalar_t, int64_t> window_max(const scalar_t* plane, int64_t width, const Taps<int64_t>& th,
+                                           const Taps<int64_t>& tw) {
+  return window_argmax<scalar_t>(plane, width, int64_t{1}, th, tw);
 }
 
 template <typename scalar_t>

@@ -122,6 +122,23 @@ void max_backward_plane_by_window(const scalar_t* dy, const scalar_t* x, scalar_
   }
 }
 
+// Σ over a window of a plane, in kLanes partial sums (column j of the window goes to lane
+// j mod kLanes), so that the adds of a large adaptive window pipeline instead of waiting on
+// one another.
+constexpr int64_t kLanes = 8;
+
+template <typename scalar_t>
+scalar_t window_sum(const scalar_t* plane, int64_t width, const Taps<int64_t>& th, const Taps<int64_t>& tw) {
+  scalar_t lanes[kLanes] = {};
+  for (int64_t i = 0, ih = th.first; i < th.count; ++i, ih += th.step) {
+    const scalar_t* row = plane + ih * width + tw.first;
+    for (int64_t j = 0; j < tw.count; ++j) lanes[j & (kLanes - 1)] += row[j * tw.step];
+  }
+  scalar_t sum = 0;
+  for (int64_t lane = 0; lane < kLanes; ++lane) sum += lanes[lane];
+  return sum;
+}
+
 template <typename scalar_t>
 void avg_forward_plane_by_window(const scalar_t* x, scalar_t* y, const Pool2dGeometry& g,
                                  const std::vector<Taps<int64_t>>& rows, const std::vector<Taps<int64_t>>& cols,
@@ -129,12 +146,7 @@ void avg_forward_plane_by_window(const scalar_t* x, scalar_t* y, const Pool2dGeo
   for (int64_t oh = 0; oh < g.h.out; ++oh) {
     const auto& th = rows[oh];
     for (int64_t ow = 0; ow < g.w.out; ++ow) {
-      const auto& tw = cols[ow];
-      scalar_t sum = 0;
-      for (int64_t i = 0, ih = th.first; i < th.count; ++i, ih += th.step) {
-        for (int64_t j = 0, iw = tw.first; j < tw.count; ++j, iw += tw.step) sum += x[ih * g.w.in + iw];
-      }
-      y[oh * g.w.out + ow] = sum / static_cast<scalar_t>(div.at(oh, ow));
+      y[oh * g.w.out + ow] = window_sum(x, g.w.in, th, cols[ow]) / static_cast<scalar_t>(div.at(oh, ow));
     }
   }
 }
@@ -177,22 +189,26 @@ void max_row(const scalar_t* x, scalar_t* y_row, int64_t* index_row, const Pool2
   if (index_row) {
     for (int64_t ow = 0; ow < g.w.out; ++ow) index_row[ow] = th.first * g.w.in + t.cols[ow].first;
   }
+  // Branch-free selects, and restrict pointers, so that both loops vectorise.
+  scalar_t* __restrict__ best = y_row;
+  int64_t* __restrict__ best_index = index_row;
   for (int64_t i = 0, ih = th.first; i < th.count; ++i, ih += th.step) {
     const scalar_t* x_row = x + ih * g.w.in;
     for (const TapColumn& c : t.tap_cols) {
-      const scalar_t* tap = x_row + c.offset;
-      if (index_row) {
-        for (int64_t ow = c.lo; ow < c.hi; ++ow) {
+      const scalar_t* __restrict__ tap = x_row + c.offset;
+      const int64_t lo = c.lo, hi = c.hi;  // locals: the int64 index stores could alias c
+      if (best_index) {
+        const int64_t position = ih * g.w.in + c.offset;
+        for (int64_t ow = lo; ow < hi; ++ow) {
           const scalar_t v = tap[ow * stride];
-          if (takes_over(v, y_row[ow])) {
-            y_row[ow] = v;
-            index_row[ow] = ih * g.w.in + c.offset + ow * stride;
-          }
+          const bool take = takes_over(v, best[ow]);
+          best[ow] = take ? v : best[ow];
+          best_index[ow] = take ? position + ow * stride : best_index[ow];
         }
       } else {
-        for (int64_t ow = c.lo; ow < c.hi; ++ow) {
+        for (int64_t ow = lo; ow < hi; ++ow) {
           const scalar_t v = tap[ow * stride];
-          y_row[ow] = takes_over(v, y_row[ow]) ? v : y_row[ow];
+          best[ow] = takes_over(v, best[ow]) ? v : best[ow];
         }
       }
     }
@@ -265,20 +281,20 @@ constexpr int64_t kChannelBlock = 64;
 
 template <typename scalar_t>
 void max_window_channels(const scalar_t* x_sample, const Pool2dGeometry& g, const Taps<int64_t>& th,
-                         const Taps<int64_t>& tw, int64_t c0, int64_t channels, scalar_t* best, int64_t* best_index) {
+                         const Taps<int64_t>& tw, int64_t c0, int64_t channels, scalar_t* __restrict__ best,
+                         int64_t* __restrict__ best_index) {
   const int64_t C = g.channels;
   std::fill(best, best + channels, -std::numeric_limits<scalar_t>::infinity());
   if (best_index) std::fill(best_index, best_index + channels, th.first * g.w.in + tw.first);
   for (int64_t i = 0, ih = th.first; i < th.count; ++i, ih += th.step) {
     for (int64_t j = 0, iw = tw.first; j < tw.count; ++j, iw += tw.step) {
       const int64_t position = ih * g.w.in + iw;
-      const scalar_t* v = x_sample + position * C + c0;
+      const scalar_t* __restrict__ v = x_sample + position * C + c0;
       if (best_index) {
         for (int64_t c = 0; c < channels; ++c) {
-          if (takes_over(v[c], best[c])) {
-            best[c] = v[c];
-            best_index[c] = position;
-          }
+          const bool take = takes_over(v[c], best[c]);
+          best[c] = take ? v[c] : best[c];
+          best_index[c] = take ? position : best_index[c];
         }
       } else {
         for (int64_t c = 0; c < channels; ++c) best[c] = takes_over(v[c], best[c]) ? v[c] : best[c];

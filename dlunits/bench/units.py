@@ -127,7 +127,93 @@ CONV2D = Unit(
     check_shape=conv2d_check_shape,
 )
 
-UNITS: Dict[str, Unit] = {unit.name: unit for unit in (CONV2D,)}
+# --- pooling ---------------------------------------------------------------------------------------
+# Shapes: N, C, H, W, a square kernel with its stride, padding (and dilation for max pooling),
+# ceil_mode 0/1, and channels_last 0/1 for the input's memory format. Adaptive pooling takes OH, OW.
+
+
+def pool_input(shape: Shape, gen: torch.Generator) -> Tensors:
+    x = torch.randn(shape["N"], shape["C"], shape["H"], shape["W"], generator=gen, dtype=torch.float64)
+    return {"input": x.contiguous(memory_format=torch.channels_last) if shape["channels_last"] else x}
+
+
+def pool_output_size(shape: Shape) -> Tuple[int, int]:
+    """(OH, OW): torch's rule, ceil_mode included; adaptive pooling gives OH, OW as asked."""
+    if "OH" in shape:
+        return shape["OH"], shape["OW"]
+    k, s, p, d = shape["kernel"], shape["stride"], shape["padding"], shape.get("dilation", 1)
+
+    def out(size: int) -> int:
+        span = d * (k - 1) + 1
+        numerator = size + 2 * p - span + (s - 1 if shape["ceil_mode"] else 0)
+        o = numerator // s + 1
+        if shape["ceil_mode"] and (o - 1) * s >= size + p:
+            o -= 1
+        return o
+    return out(shape["H"]), out(shape["W"])
+
+
+def pool_check_shape(shape: Shape) -> Optional[str]:
+    if "OH" in shape:
+        return None
+    if shape["padding"] > shape["kernel"] // 2:
+        return f"padding={shape['padding']} is more than half of kernel={shape['kernel']}"
+    oh, ow = pool_output_size(shape)
+    return None if oh > 0 and ow > 0 else f"the output would be {oh}x{ow}"
+
+
+def pool_flops(shape: Shape) -> int:
+    """One compare (max) or add (avg) per tap: N · C · OH · OW · taps per window."""
+    oh, ow = pool_output_size(shape)
+    if "OH" in shape:  # adaptive windows: ceil(in / out) taps at most per axis
+        taps = -(-shape["H"] // oh) * -(-shape["W"] // ow) if oh and ow else 0
+    else:
+        taps = shape["kernel"] ** 2
+    return shape["N"] * shape["C"] * oh * ow * taps
+
+
+def pool_bytes(shape: Shape, itemsize: int) -> int:
+    """The input read once and the output written once (no indices: they are not kept)."""
+    oh, ow = pool_output_size(shape)
+    return shape["N"] * shape["C"] * (shape["H"] * shape["W"] + oh * ow) * itemsize
+
+
+def _pool_unit(name: str, params: Mapping[str, Param], dl: Call, th: Call, backward_bytes: int) -> Unit:
+    return Unit(name=name, params={"N": Param(1), "C": Param(1), "H": Param(1), "W": Param(1), **params,
+                                   "channels_last": Param(0, 0)},
+                dtypes={"cpu": ("float32", "float64"), "cuda": ALL_DTYPES}, make_inputs=pool_input, dlunits=dl,
+                torch=th, forward_flops=pool_flops, forward_bytes=pool_bytes,
+                backward_cost=(1, backward_bytes), check_shape=pool_check_shape)
+
+
+def _fixed(shape: Shape) -> dict:
+    return dict(kernel_size=shape["kernel"], stride=shape["stride"], padding=shape["padding"],
+                ceil_mode=bool(shape["ceil_mode"]))
+
+
+FIXED_POOL_PARAMS = {"kernel": Param(1), "stride": Param(1), "padding": Param(0, 0), "ceil_mode": Param(0, 0)}
+ADAPTIVE_POOL_PARAMS = {"OH": Param(0), "OW": Param(0)}
+
+# The max backward reads dy and x and writes dx: about twice the forward's bytes; avg's reads dy, writes dx.
+MAX_POOL2D = _pool_unit(
+    "max_pool2d", {**FIXED_POOL_PARAMS, "dilation": Param(1, 1)},
+    lambda t, s: dlunits.functional.max_pool2d(t["input"], dilation=s["dilation"], **_fixed(s)),
+    lambda t, s: F.max_pool2d(t["input"], dilation=s["dilation"], **_fixed(s)), backward_bytes=2)
+AVG_POOL2D = _pool_unit(
+    "avg_pool2d", FIXED_POOL_PARAMS,
+    lambda t, s: dlunits.functional.avg_pool2d(t["input"], **_fixed(s)),
+    lambda t, s: F.avg_pool2d(t["input"], **_fixed(s)), backward_bytes=1)
+ADAPTIVE_AVG_POOL2D = _pool_unit(
+    "adaptive_avg_pool2d", ADAPTIVE_POOL_PARAMS,
+    lambda t, s: dlunits.functional.adaptive_avg_pool2d(t["input"], (s["OH"], s["OW"])),
+    lambda t, s: F.adaptive_avg_pool2d(t["input"], (s["OH"], s["OW"])), backward_bytes=1)
+ADAPTIVE_MAX_POOL2D = _pool_unit(
+    "adaptive_max_pool2d", ADAPTIVE_POOL_PARAMS,
+    lambda t, s: dlunits.functional.adaptive_max_pool2d(t["input"], (s["OH"], s["OW"])),
+    lambda t, s: F.adaptive_max_pool2d(t["input"], (s["OH"], s["OW"])), backward_bytes=2)
+
+UNITS: Dict[str, Unit] = {unit.name: unit for unit in (CONV2D, MAX_POOL2D, AVG_POOL2D, ADAPTIVE_AVG_POOL2D,
+                                                      ADAPTIVE_MAX_POOL2D)}
 
 
 def pass_flops(unit: Unit, shape: Shape, pass_name: str) -> int:

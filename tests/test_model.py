@@ -190,7 +190,7 @@ def test_convert_keeps_device_and_dtype():
 
 
 class DlunitsNet(nn.Module):
-    """Made of dlunits layers (every padding mode) and torch's other layers."""
+    """Made of dlunits layers (every padding mode, max and adaptive average pooling) and torch's other layers."""
 
     def __init__(self):
         super().__init__()
@@ -198,14 +198,16 @@ class DlunitsNet(nn.Module):
         self.c2 = dlunits.nn.Conv2d(8, 8, 3, padding=1, groups=2, padding_mode="reflect")
         self.c3 = dlunits.nn.Conv2d(8, 8, (2, 3), padding="same", padding_mode="replicate")
         self.c4 = dlunits.nn.Conv2d(8, 4, 3, stride=2, padding=1, padding_mode="circular", bias=False)
+        self.pool = dlunits.nn.MaxPool2d(2)
+        self.head_pool = dlunits.nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(4, 3)
 
     def forward(self, x):
         x = torch.relu(self.c1(x))
         x = torch.relu(self.c2(x))
         x = torch.relu(self.c3(x))
-        x = nn.functional.max_pool2d(self.c4(x), 2)
-        return self.fc(x.mean(dim=(2, 3)))
+        x = self.pool(self.c4(x))
+        return self.fc(self.head_pool(x).flatten(1))
 
 
 def _compiled_vs_eager(backend, dynamic=None, batches=(2,)):

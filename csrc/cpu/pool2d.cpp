@@ -122,20 +122,38 @@ void max_backward_plane_by_window(const scalar_t* dy, const scalar_t* x, scalar_
   }
 }
 
-// Σ over a window of a plane, in kLanes partial sums (column j of the window goes to lane
-// j mod kLanes), so that the adds of a large adaptive window pipeline instead of waiting on
-// one another.
+// Σ of n consecutive elements in kLanes partial sums: the inner loop is one vector add.
 constexpr int64_t kLanes = 8;
 
 template <typename scalar_t>
-scalar_t window_sum(const scalar_t* plane, int64_t width, const Taps<int64_t>& th, const Taps<int64_t>& tw) {
+scalar_t contiguous_sum(const scalar_t* __restrict__ p, int64_t n) {
   scalar_t lanes[kLanes] = {};
-  for (int64_t i = 0, ih = th.first; i < th.count; ++i, ih += th.step) {
-    const scalar_t* row = plane + ih * width + tw.first;
-    for (int64_t j = 0; j < tw.count; ++j) lanes[j & (kLanes - 1)] += row[j * tw.step];
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int64_t lane = 0; lane < kLanes; ++lane) lanes[lane] += p[j + lane];
   }
+  for (; j < n; ++j) lanes[0] += p[j];
   scalar_t sum = 0;
   for (int64_t lane = 0; lane < kLanes; ++lane) sum += lanes[lane];
+  return sum;
+}
+
+// Σ over a window of a plane. Adaptive windows are contiguous along W, and a window of whole
+// rows (global average pooling) is one contiguous block.
+template <typename scalar_t>
+scalar_t window_sum(const scalar_t* plane, int64_t width, const Taps<int64_t>& th, const Taps<int64_t>& tw) {
+  if (tw.step == 1 && tw.count == width && th.step == 1) {
+    return contiguous_sum(plane + th.first * width, th.count * width);
+  }
+  scalar_t sum = 0;
+  for (int64_t i = 0, ih = th.first; i < th.count; ++i, ih += th.step) {
+    const scalar_t* row = plane + ih * width + tw.first;
+    if (tw.step == 1) {
+      sum += contiguous_sum(row, tw.count);
+    } else {
+      for (int64_t j = 0; j < tw.count; ++j) sum += row[j * tw.step];
+    }
+  }
   return sum;
 }
 

@@ -105,7 +105,7 @@ def _pool_pair(value, op: str, name: str, default=None) -> list:
 def max_pool2d(input: torch.Tensor, kernel_size: _IntOrPair, stride: Optional[_IntOrPair] = None,
                padding: _IntOrPair = 0, dilation: _IntOrPair = 1, ceil_mode: bool = False,
                return_indices: bool = False):
-    """torch.nn.functional.max_pool2d, same signature: the max of each window of input (N, C, H, W) or
+    """The max_pool2d of torch.nn.functional, same signature: the max of each window of input (N, C, H, W) or
     (C, H, W); with return_indices also torch's flat index (ih·W + iw) of each max."""
     kernel_size = _pool_pair(kernel_size, "max_pool2d", "kernel_size")
     args = (kernel_size, _pool_pair(stride, "max_pool2d", "stride", kernel_size),
@@ -119,7 +119,7 @@ def max_pool2d(input: torch.Tensor, kernel_size: _IntOrPair, stride: Optional[_I
 def avg_pool2d(input: torch.Tensor, kernel_size: _IntOrPair, stride: Optional[_IntOrPair] = None,
                padding: _IntOrPair = 0, ceil_mode: bool = False, count_include_pad: bool = True,
                divisor_override: Optional[int] = None) -> torch.Tensor:
-    """torch.nn.functional.avg_pool2d, same signature: the mean of each window of input (N, C, H, W) or
+    """The avg_pool2d of torch.nn.functional, same signature: the mean of each window of input (N, C, H, W) or
     (C, H, W)."""
     kernel_size = _pool_pair(kernel_size, "avg_pool2d", "kernel_size")
     return _ops.avg_pool2d(input, kernel_size, _pool_pair(stride, "avg_pool2d", "stride", kernel_size),
@@ -139,7 +139,7 @@ def _adaptive_output_size(input: torch.Tensor, output_size, op: str) -> list:
 
 
 def adaptive_max_pool2d(input: torch.Tensor, output_size, return_indices: bool = False):
-    """torch.nn.functional.adaptive_max_pool2d, same signature: the max over adaptive windows, so that
+    """The adaptive_max_pool2d of torch.nn.functional, same signature: the max over adaptive windows, so that
     the output is output_size (None keeps an axis' size); with return_indices also torch's flat indices."""
     size = _adaptive_output_size(input, output_size, "adaptive_max_pool2d")
     if return_indices:
@@ -148,6 +148,6 @@ def adaptive_max_pool2d(input: torch.Tensor, output_size, return_indices: bool =
 
 
 def adaptive_avg_pool2d(input: torch.Tensor, output_size) -> torch.Tensor:
-    """torch.nn.functional.adaptive_avg_pool2d, same signature: the mean over adaptive windows, so that
+    """The adaptive_avg_pool2d of torch.nn.functional, same signature: the mean over adaptive windows, so that
     the output is output_size (None keeps an axis' size)."""
     return _ops.adaptive_avg_pool2d(input, _adaptive_output_size(input, output_size, "adaptive_avg_pool2d"))

@@ -212,18 +212,23 @@ void with_index_type(const Pool2dGeometry& g, bool channels_last, const AvgDivis
   }
 }
 
+// One thread per element of the tensor written, on the current stream, the launch checked.
+template <typename... KernelArgs, typename... Args>
+void launch(void (*kernel)(KernelArgs...), int64_t numel, Args... args) {
+  kernel<<<grid_for(numel), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(args..., numel);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 struct CudaPool2dKernels {
   static void max_forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& indices,
                           const Pool2dGeometry& g, bool channels_last) {
     const c10::cuda::CUDAGuard device_guard(x.device());
-    const auto stream = at::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dlunits.max_pool2d_cuda", [&] {
       with_index_type(g, channels_last, AvgDivisor{false, 0}, [&](const auto& problem) {
         using index_t = decltype(problem.channels);
-        max_pool2d_forward_kernel<scalar_t, index_t><<<grid_for(y.numel()), kThreads, 0, stream>>>(
-            x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
-            indices.defined() ? indices.mutable_data_ptr<int64_t>() : nullptr, problem, y.numel());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        launch(max_pool2d_forward_kernel<scalar_t, index_t>, y.numel(), x.const_data_ptr<scalar_t>(),
+               y.mutable_data_ptr<scalar_t>(), indices.defined() ? indices.mutable_data_ptr<int64_t>() : nullptr,
+               problem);
       });
     });
   }
@@ -231,15 +236,12 @@ struct CudaPool2dKernels {
   static void max_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& dx, const Pool2dGeometry& g,
                            bool channels_last) {
     const c10::cuda::CUDAGuard device_guard(x.device());
-    const auto stream = at::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dlunits.max_pool2d_backward_cuda",
                                     [&] {
       with_index_type(g, channels_last, AvgDivisor{false, 0}, [&](const auto& problem) {
         using index_t = decltype(problem.channels);
-        max_pool2d_backward_kernel<scalar_t, index_t><<<grid_for(dx.numel()), kThreads, 0, stream>>>(
-            dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>(), problem,
-            dx.numel());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        launch(max_pool2d_backward_kernel<scalar_t, index_t>, dx.numel(), dy.const_data_ptr<scalar_t>(),
+               x.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>(), problem);
       });
     });
   }
@@ -247,13 +249,11 @@ struct CudaPool2dKernels {
   static void avg_forward(const at::Tensor& x, const at::Tensor& y, const Pool2dGeometry& g,
                           const AvgDivisor& divisor, bool channels_last) {
     const c10::cuda::CUDAGuard device_guard(x.device());
-    const auto stream = at::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dlunits.avg_pool2d_cuda", [&] {
       with_index_type(g, channels_last, divisor, [&](const auto& problem) {
         using index_t = decltype(problem.channels);
-        avg_pool2d_forward_kernel<scalar_t, index_t><<<grid_for(y.numel()), kThreads, 0, stream>>>(
-            x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), problem, y.numel());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        launch(avg_pool2d_forward_kernel<scalar_t, index_t>, y.numel(), x.const_data_ptr<scalar_t>(),
+               y.mutable_data_ptr<scalar_t>(), problem);
       });
     });
   }
@@ -261,14 +261,12 @@ struct CudaPool2dKernels {
   static void avg_backward(const at::Tensor& dy, const at::Tensor& dx, const Pool2dGeometry& g,
                            const AvgDivisor& divisor, bool channels_last) {
     const c10::cuda::CUDAGuard device_guard(dy.device());
-    const auto stream = at::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "dlunits.avg_pool2d_backward_cuda",
                                     [&] {
       with_index_type(g, channels_last, divisor, [&](const auto& problem) {
         using index_t = decltype(problem.channels);
-        avg_pool2d_backward_kernel<scalar_t, index_t><<<grid_for(dx.numel()), kThreads, 0, stream>>>(
-            dy.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>(), problem, dx.numel());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        launch(avg_pool2d_backward_kernel<scalar_t, index_t>, dx.numel(), dy.const_data_ptr<scalar_t>(),
+               dx.mutable_data_ptr<scalar_t>(), problem);
       });
     });
   }

@@ -140,6 +140,27 @@ Sizes adaptive_avg_pool2d_backward_size(const at::Tensor& grad_output, Sizes inp
   return dlunits::check_adaptive_avg_pool2d_backward(grad_output, input_size).input_sizes();
 }
 
+// One axis of pooling windows as the kernels see it (pool2d_windows.h), for tests: the taps of every
+// output, and for every input position the outputs that PoolAxis::covering and hits() say contain it
+// (the CUDA backward gathers over those).
+std::pair<std::vector<std::vector<int64_t>>, std::vector<std::vector<int64_t>>> pool_axis_windows(
+    int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation, bool adaptive) {
+  const dlunits::PoolAxis<int64_t> axis{in, out, kernel, stride, pad, dilation, adaptive};
+  std::vector<std::vector<int64_t>> taps(out), covering(in);
+  for (int64_t o = 0; o < out; ++o) {
+    const auto t = axis.taps(o);
+    for (int64_t j = 0; j < t.count; ++j) taps[o].push_back(t.first + j * t.step);
+  }
+  for (int64_t i = 0; i < in; ++i) {
+    int64_t first, last;
+    axis.covering(i, first, last);
+    for (int64_t o = first; o <= last; ++o) {
+      if (axis.hits(o, i)) covering[i].push_back(o);
+    }
+  }
+  return {taps, covering};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -168,6 +189,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Checks avg_pool2d_backward's arguments; returns the input size");
   m.def("adaptive_avg_pool2d_backward_size", &adaptive_avg_pool2d_backward_size,
         "Checks adaptive_avg_pool2d_backward's arguments; returns the input size");
+  m.def("pool_axis_windows", &pool_axis_windows,
+        "For tests: the taps of each output along one pooling axis, and the outputs covering each input");
   m.def("cuda_compiled", []() {
 #ifdef DLUNITS_WITH_CUDA
     return true;

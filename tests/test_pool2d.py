@@ -116,6 +116,39 @@ def test_adaptive_max_indices(device, output_size):
 
 
 # --------------------------------------------------------------------------------------
+# The window math of csrc/pool2d_windows.h, against its definition
+# --------------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(size=st.integers(1, 20), kernel=st.integers(1, 6), stride=st.integers(1, 5), dilation=st.integers(1, 4),
+       pad_fraction=st.floats(0, 1), ceil_mode=st.booleans(), adaptive_out=st.integers(1, 25),
+       adaptive=st.booleans())
+def test_pool_axis_windows_match_their_definition(size, kernel, stride, dilation, pad_fraction, ceil_mode,
+                                                  adaptive_out, adaptive):
+    """taps(o) are the window's positions inside the input, and covering(i) + hits() list exactly
+    the outputs whose taps contain i: the CPU kernels use the first, the CUDA backward gathers over
+    the second, so this checks the GPU's index math on the CPU."""
+    if adaptive:
+        out, pad = adaptive_out, 0
+        windows = [range((o * size) // out, -(-((o + 1) * size) // out)) for o in range(out)]
+    else:
+        pad = int(pad_fraction * (kernel // 2))
+        span = dilation * (kernel - 1) + 1
+        numerator = size + 2 * pad - span + (stride - 1 if ceil_mode else 0)
+        out = numerator // stride + 1
+        if ceil_mode and (out - 1) * stride >= size + pad:
+            out -= 1
+        if out < 1:
+            return
+        windows = [[o * stride - pad + j * dilation for j in range(kernel)] for o in range(out)]
+    taps, covering = dlunits._C.pool_axis_windows(size, out, kernel, stride, pad, dilation, adaptive)
+    expected_taps = [[p for p in window if 0 <= p < size] for window in windows]
+    assert taps == expected_taps
+    assert covering == [[o for o in range(out) if i in expected_taps[o]] for i in range(size)]
+
+
+# --------------------------------------------------------------------------------------
 # The max rule: ties, NaN, -inf, windows in the padding
 # --------------------------------------------------------------------------------------
 

@@ -58,7 +58,7 @@ template <typename scalar_t>
 struct RnnForwardStep {
   const scalar_t* input_proj;  // [rows, H]  X_t
   const scalar_t* hidden_proj; // [rows, H]  h_{t-1} · W_hhᵀ
-  const scalar_t* bias;        // [H]        b_ih + b_hh, or null
+  const scalar_t* bias;        // [H]        b_ih + b_hh (zeros without a bias)
   scalar_t* output;            // [rows, H]  out: h_t
   scalar_t* h_state;           // [rows, H]  out: h_t
   int64_t rows, hidden;
@@ -79,7 +79,7 @@ template <typename scalar_t>
 struct LstmForwardStep {
   const scalar_t* input_proj;   // [rows, 4H]  X_t
   const scalar_t* hidden_proj;  // [rows, 4H]  h_{t-1} · W_hhᵀ
-  const scalar_t* bias;         // [4H]        b_ih + b_hh, or null
+  const scalar_t* bias;         // [4H]        b_ih + b_hh (zeros without a bias)
   scalar_t* c_state;            // [rows, H]   in: c_{t-1}, out: c_t
   scalar_t* gates;              // [rows, 4H]  out: i, f, g, o (activated)
   scalar_t* cells;              // [rows, H]   out: c_t
@@ -120,17 +120,14 @@ struct RecurrentBackward {
 // out = a · b into a view of a larger buffer (at::mm_out wants an lvalue).
 inline void mm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b) { at::mm_out(out, a, b); }
 
-// b_ih + b_hh once per call, so that each step reads one bias vector.
-inline at::Tensor combined_bias(const at::Tensor& bias_ih, const at::Tensor& bias_hh) {
+// b_ih + b_hh once per call, so that each step reads one bias vector (zeros without
+// a bias, so that the step passes have no branch on it).
+inline at::Tensor combined_bias(const at::Tensor& bias_ih, const at::Tensor& bias_hh, int64_t size,
+                                const at::TensorOptions& options) {
   if (bias_ih.defined() && bias_hh.defined()) return bias_ih + bias_hh;
   if (bias_ih.defined()) return bias_ih.contiguous();
   if (bias_hh.defined()) return bias_hh.contiguous();
-  return at::Tensor();
-}
-
-template <typename scalar_t>
-const scalar_t* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
+  return at::zeros({size}, options);
 }
 
 // The step that runs before step t in the forward pass, or -1 for none.
@@ -180,7 +177,7 @@ RecurrentForward recurrent_forward(const RecurrentGeometry& g, RnnActivation act
   if (N == 0) return f;
 
   const at::Tensor input_proj = at::mm(input, weight_ih.t());  // every step's W_ih x_t in one product
-  const at::Tensor bias = combined_bias(bias_ih, bias_hh);
+  const at::Tensor bias = combined_bias(bias_ih, bias_hh, GH, options);
   const at::Tensor weight_hh_t = weight_hh.t();
   at::Tensor hidden_proj = at::empty({g.batch, GH}, options);
   at::Tensor unprojected = g.projected() ? at::empty({g.batch, H}, options) : at::Tensor();
@@ -194,12 +191,12 @@ RecurrentForward recurrent_forward(const RecurrentGeometry& g, RnnActivation act
     mm_into(hidden_proj.narrow(0, 0, rows), f.h_n.narrow(0, 0, rows), weight_hh_t);
     if (!lstm) {
       Kernels::rnn_forward_step(RnnForwardStep<scalar_t>{
-          x_proj + off * GH, hidden_proj.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias),
+          x_proj + off * GH, hidden_proj.const_data_ptr<scalar_t>(), bias.const_data_ptr<scalar_t>(),
           output + off * P, h_state, rows, H, activation});
       continue;
     }
     Kernels::lstm_forward_step(LstmForwardStep<scalar_t>{
-        x_proj + off * GH, hidden_proj.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias),
+        x_proj + off * GH, hidden_proj.const_data_ptr<scalar_t>(), bias.const_data_ptr<scalar_t>(),
         f.c_n.mutable_data_ptr<scalar_t>(), f.gates.mutable_data_ptr<scalar_t>() + off * GH,
         f.cells.mutable_data_ptr<scalar_t>() + off * H,
         g.projected() ? unprojected.mutable_data_ptr<scalar_t>() : output + off * P,

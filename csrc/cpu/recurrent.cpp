@@ -28,8 +28,15 @@
 
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "../recurrent_driver.h"
+
+// The step passes convert float to int and select (exp_approx): with trapping math
+// (GCC's default) GCC will not vectorise those. torch runs with FP traps off.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 
 namespace dlunits {
 namespace {
@@ -39,9 +46,13 @@ namespace {
 // exponent bits. x is clamped to [-87, 88] so that 2^k stays a normal float:
 // e^-87 ≈ 1.6e-38 stands for anything smaller, which only ever appears as
 // 1 + e^x or next to 1 in sigmoid and tanh.
-inline float exp_approx(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float k = std::floor(x * 1.44269504088896341f + 0.5f);
+// Always inlined: a call left in a step loop would keep it from vectorising.
+[[gnu::always_inline]] inline float exp_approx(float x) {
+  // Two plain selects (a nested one, or fmin/fmax, keeps GCC from vectorising).
+  x = x > -87.0f ? x : -87.0f;
+  x = x < 88.0f ? x : 88.0f;
+  // k = floor(x·log2 e + 1/2): the sum is positive after the +128 offset, so truncation is floor.
+  const float k = static_cast<float>(static_cast<int32_t>(x * 1.44269504088896341f + 128.5f) - 128);
   const float r = x - k * 0.693359375f + k * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -64,13 +75,86 @@ struct Math {  // float64 (and the half types' float math, never used on the CPU
 
 template <>
 struct Math<float> {
-  static float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+  [[gnu::always_inline]] static float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
   // 1 - 2 / (e^{2x} + 1): exact limits ±1, absolute error ~1e-7 near 0.
-  static float tanh(float x) { return 1.0f - 2.0f / (exp_approx(2.0f * x) + 1.0f); }
+  [[gnu::always_inline]] static float tanh(float x) { return 1.0f - 2.0f / (exp_approx(2.0f * x) + 1.0f); }
 };
 
 // Rows per at::parallel_for chunk: about 16 K elements of work each.
 inline int64_t row_grain(int64_t row_elements) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, row_elements)); }
+
+// --- one row of a step pass ---------------------------------------------------------------------------------------
+// Plain functions of restrict pointers and a hidden size by value: the form in which
+// GCC vectorises the loops (inside the parallel_for lambdas it did not).
+
+template <typename scalar_t, bool relu>
+void rnn_forward_row(const scalar_t* __restrict__ x, const scalar_t* __restrict__ a,
+                     const scalar_t* __restrict__ bias, scalar_t* __restrict__ out, int64_t H) {
+  using acc_t = at::opmath_type<scalar_t>;
+  for (int64_t j = 0; j < H; ++j) {
+    const acc_t z = acc_t(x[j]) + acc_t(a[j]) + acc_t(bias[j]);
+    out[j] = static_cast<scalar_t>(relu ? (z > acc_t(0) ? z : acc_t(0)) : Math<acc_t>::tanh(z));
+  }
+}
+
+template <typename scalar_t, bool relu>
+void rnn_backward_row(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ ds,
+                      const scalar_t* __restrict__ h, scalar_t* __restrict__ dz, int64_t H) {
+  using acc_t = at::opmath_type<scalar_t>;
+  for (int64_t j = 0; j < H; ++j) {
+    const acc_t hj = acc_t(h[j]);
+    // tanh' = 1 - h², relu' = [h > 0]
+    const acc_t slope = relu ? (hj > acc_t(0) ? acc_t(1) : acc_t(0)) : acc_t(1) - hj * hj;
+    dz[j] = static_cast<scalar_t>((acc_t(dy[j]) + acc_t(ds[j])) * slope);
+  }
+}
+
+template <typename scalar_t>
+void lstm_forward_row(const scalar_t* __restrict__ x, const scalar_t* __restrict__ a,
+                      const scalar_t* __restrict__ bias, scalar_t* __restrict__ c_state,
+                      scalar_t* __restrict__ gates, scalar_t* __restrict__ cells, scalar_t* __restrict__ h_out,
+                      int64_t H) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using M = Math<acc_t>;
+  for (int64_t j = 0; j < H; ++j) {
+    const acc_t i = M::sigmoid(acc_t(x[j]) + acc_t(a[j]) + acc_t(bias[j]));
+    const acc_t f = M::sigmoid(acc_t(x[H + j]) + acc_t(a[H + j]) + acc_t(bias[H + j]));
+    const acc_t g = M::tanh(acc_t(x[2 * H + j]) + acc_t(a[2 * H + j]) + acc_t(bias[2 * H + j]));
+    const acc_t o = M::sigmoid(acc_t(x[3 * H + j]) + acc_t(a[3 * H + j]) + acc_t(bias[3 * H + j]));
+    const acc_t c = f * acc_t(c_state[j]) + i * g;
+    gates[j] = static_cast<scalar_t>(i);
+    gates[H + j] = static_cast<scalar_t>(f);
+    gates[2 * H + j] = static_cast<scalar_t>(g);
+    gates[3 * H + j] = static_cast<scalar_t>(o);
+    c_state[j] = static_cast<scalar_t>(c);
+    cells[j] = static_cast<scalar_t>(c);
+    h_out[j] = static_cast<scalar_t>(o * M::tanh(c));
+  }
+}
+
+// dh = dh_a (+ dh_b with has_state); h_out = o ⊙ tanh(c) with has_out (for dW_hr).
+template <typename scalar_t, bool has_state, bool has_out>
+void lstm_backward_row(const scalar_t* __restrict__ dh_a, const scalar_t* __restrict__ dh_b,
+                       const scalar_t* __restrict__ gates, const scalar_t* __restrict__ cells,
+                       const scalar_t* __restrict__ c_prev, scalar_t* __restrict__ dc_state,
+                       scalar_t* __restrict__ dz, scalar_t* __restrict__ h_out, int64_t H) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using M = Math<acc_t>;
+  for (int64_t j = 0; j < H; ++j) {
+    acc_t dh = acc_t(dh_a[j]);
+    if constexpr (has_state) dh += acc_t(dh_b[j]);
+    const acc_t i = acc_t(gates[j]), f = acc_t(gates[H + j]), g = acc_t(gates[2 * H + j]),
+                o = acc_t(gates[3 * H + j]);
+    const acc_t tanh_c = M::tanh(acc_t(cells[j]));
+    const acc_t dc = acc_t(dc_state[j]) + dh * o * (acc_t(1) - tanh_c * tanh_c);
+    dz[j] = static_cast<scalar_t>(dc * g * i * (acc_t(1) - i));
+    dz[H + j] = static_cast<scalar_t>(dc * acc_t(c_prev[j]) * f * (acc_t(1) - f));
+    dz[2 * H + j] = static_cast<scalar_t>(dc * i * (acc_t(1) - g * g));
+    dz[3 * H + j] = static_cast<scalar_t>(dh * tanh_c * o * (acc_t(1) - o));
+    dc_state[j] = static_cast<scalar_t>(dc * f);
+    if constexpr (has_out) h_out[j] = static_cast<scalar_t>(o * tanh_c);
+  }
+}
 
 struct CpuKernels {
   struct DeviceGuard {
@@ -79,110 +163,55 @@ struct CpuKernels {
 
   template <typename scalar_t>
   static void rnn_forward_step(const RnnForwardStep<scalar_t>& s) {
-    using acc_t = at::opmath_type<scalar_t>;
-    using M = Math<acc_t>;
-    const int64_t H = s.hidden;
-    at::parallel_for(0, s.rows, row_grain(H), [&](int64_t begin, int64_t end) {
+    const auto row = s.activation == RnnActivation::Relu ? rnn_forward_row<scalar_t, true>
+                                                          : rnn_forward_row<scalar_t, false>;
+    at::parallel_for(0, s.rows, row_grain(s.hidden), [&](int64_t begin, int64_t end) {
+      const int64_t H = s.hidden;
       for (int64_t b = begin; b < end; ++b) {
-        const scalar_t* x = s.input_proj + b * H;
-        const scalar_t* a = s.hidden_proj + b * H;
-        scalar_t* out = s.output + b * H;
-        scalar_t* state = s.h_state + b * H;
-        for (int64_t j = 0; j < H; ++j) {
-          const acc_t z = acc_t(x[j]) + acc_t(a[j]) + (s.bias ? acc_t(s.bias[j]) : acc_t(0));
-          const acc_t h = s.activation == RnnActivation::Tanh ? M::tanh(z) : (z > acc_t(0) ? z : acc_t(0));
-          out[j] = static_cast<scalar_t>(h);
-          state[j] = static_cast<scalar_t>(h);
-        }
+        row(s.input_proj + b * H, s.hidden_proj + b * H, s.bias, s.output + b * H, H);
+        std::memcpy(s.h_state + b * H, s.output + b * H, H * sizeof(scalar_t));
       }
     });
   }
 
   template <typename scalar_t>
   static void rnn_backward_step(const RnnBackwardStep<scalar_t>& s) {
-    using acc_t = at::opmath_type<scalar_t>;
-    const int64_t H = s.hidden;
-    at::parallel_for(0, s.rows, row_grain(H), [&](int64_t begin, int64_t end) {
+    const auto row = s.activation == RnnActivation::Relu ? rnn_backward_row<scalar_t, true>
+                                                          : rnn_backward_row<scalar_t, false>;
+    at::parallel_for(0, s.rows, row_grain(s.hidden), [&](int64_t begin, int64_t end) {
+      const int64_t H = s.hidden;
       for (int64_t b = begin; b < end; ++b) {
-        const scalar_t* dy = s.grad_output + b * H;
-        const scalar_t* ds = s.grad_state + b * H;
-        const scalar_t* h = s.output + b * H;
-        scalar_t* dz = s.grad_gates + b * H;
-        for (int64_t j = 0; j < H; ++j) {
-          const acc_t dh = acc_t(dy[j]) + acc_t(ds[j]);
-          const acc_t hj = acc_t(h[j]);
-          // tanh' = 1 - h², relu' = [h > 0]
-          const acc_t slope = s.activation == RnnActivation::Tanh ? acc_t(1) - hj * hj
-                                                                   : (hj > acc_t(0) ? acc_t(1) : acc_t(0));
-          dz[j] = static_cast<scalar_t>(dh * slope);
-        }
+        row(s.grad_output + b * H, s.grad_state + b * H, s.output + b * H, s.grad_gates + b * H, H);
       }
     });
   }
 
   template <typename scalar_t>
   static void lstm_forward_step(const LstmForwardStep<scalar_t>& s) {
-    using acc_t = at::opmath_type<scalar_t>;
-    using M = Math<acc_t>;
-    const int64_t H = s.hidden;
-    at::parallel_for(0, s.rows, row_grain(4 * H), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, s.rows, row_grain(4 * s.hidden), [&](int64_t begin, int64_t end) {
+      const int64_t H = s.hidden;
       for (int64_t b = begin; b < end; ++b) {
-        const scalar_t* x = s.input_proj + b * 4 * H;
-        const scalar_t* a = s.hidden_proj + b * 4 * H;
-        scalar_t* gates = s.gates + b * 4 * H;
-        scalar_t* c_state = s.c_state + b * H;
-        scalar_t* cells = s.cells + b * H;
-        scalar_t* h_out = s.hidden_out + b * H;
-        scalar_t* h_state = s.h_state ? s.h_state + b * H : nullptr;
-        for (int64_t j = 0; j < H; ++j) {
-          acc_t z[4];
-          for (int k = 0; k < 4; ++k) {
-            z[k] = acc_t(x[k * H + j]) + acc_t(a[k * H + j]) + (s.bias ? acc_t(s.bias[k * H + j]) : acc_t(0));
-          }
-          const acc_t i = M::sigmoid(z[0]), f = M::sigmoid(z[1]), g = M::tanh(z[2]), o = M::sigmoid(z[3]);
-          const acc_t c = f * acc_t(c_state[j]) + i * g;
-          const acc_t h = o * M::tanh(c);
-          gates[j] = static_cast<scalar_t>(i);
-          gates[H + j] = static_cast<scalar_t>(f);
-          gates[2 * H + j] = static_cast<scalar_t>(g);
-          gates[3 * H + j] = static_cast<scalar_t>(o);
-          c_state[j] = static_cast<scalar_t>(c);
-          cells[j] = static_cast<scalar_t>(c);
-          h_out[j] = static_cast<scalar_t>(h);
-          if (h_state) h_state[j] = static_cast<scalar_t>(h);
-        }
+        lstm_forward_row(s.input_proj + b * 4 * H, s.hidden_proj + b * 4 * H, s.bias, s.c_state + b * H,
+                         s.gates + b * 4 * H, s.cells + b * H, s.hidden_out + b * H, H);
+        if (s.h_state) std::memcpy(s.h_state + b * H, s.hidden_out + b * H, H * sizeof(scalar_t));
       }
     });
   }
 
   template <typename scalar_t>
   static void lstm_backward_step(const LstmBackwardStep<scalar_t>& s) {
-    using acc_t = at::opmath_type<scalar_t>;
-    using M = Math<acc_t>;
-    const int64_t H = s.hidden;
-    at::parallel_for(0, s.rows, row_grain(4 * H), [&](int64_t begin, int64_t end) {
+    // One row function per (second gradient?, o ⊙ tanh(c) output?), so no branch is left in its loop.
+    const bool has_state = s.grad_state != nullptr, has_out = s.hidden_out != nullptr;
+    const auto row = has_state ? (has_out ? lstm_backward_row<scalar_t, true, true>
+                                          : lstm_backward_row<scalar_t, true, false>)
+                               : (has_out ? lstm_backward_row<scalar_t, false, true>
+                                          : lstm_backward_row<scalar_t, false, false>);
+    at::parallel_for(0, s.rows, row_grain(4 * s.hidden), [&](int64_t begin, int64_t end) {
+      const int64_t H = s.hidden;
       for (int64_t b = begin; b < end; ++b) {
-        const scalar_t* dh_a = s.grad_hidden + b * H;
-        const scalar_t* dh_b = s.grad_state ? s.grad_state + b * H : nullptr;
-        const scalar_t* gates = s.gates + b * 4 * H;
-        const scalar_t* cells = s.cells + b * H;
-        const scalar_t* c_prev = b < s.c_prev_rows ? s.c_prev + b * H : s.c0 + b * H;
-        scalar_t* dc_state = s.grad_c_state + b * H;
-        scalar_t* dz = s.grad_gates + b * 4 * H;
-        scalar_t* h_out = s.hidden_out ? s.hidden_out + b * H : nullptr;
-        for (int64_t j = 0; j < H; ++j) {
-          const acc_t dh = acc_t(dh_a[j]) + (dh_b ? acc_t(dh_b[j]) : acc_t(0));
-          const acc_t i = acc_t(gates[j]), f = acc_t(gates[H + j]), g = acc_t(gates[2 * H + j]),
-                      o = acc_t(gates[3 * H + j]);
-          const acc_t tanh_c = M::tanh(acc_t(cells[j]));
-          const acc_t dc = acc_t(dc_state[j]) + dh * o * (acc_t(1) - tanh_c * tanh_c);
-          dz[j] = static_cast<scalar_t>(dc * g * i * (acc_t(1) - i));
-          dz[H + j] = static_cast<scalar_t>(dc * acc_t(c_prev[j]) * f * (acc_t(1) - f));
-          dz[2 * H + j] = static_cast<scalar_t>(dc * i * (acc_t(1) - g * g));
-          dz[3 * H + j] = static_cast<scalar_t>(dh * tanh_c * o * (acc_t(1) - o));
-          dc_state[j] = static_cast<scalar_t>(dc * f);
-          if (h_out) h_out[j] = static_cast<scalar_t>(o * tanh_c);
-        }
+        row(s.grad_hidden + b * H, has_state ? s.grad_state + b * H : nullptr, s.gates + b * 4 * H,
+            s.cells + b * H, b < s.c_prev_rows ? s.c_prev + b * H : s.c0 + b * H, s.grad_c_state + b * H,
+            s.grad_gates + b * 4 * H, has_out ? s.hidden_out + b * H : nullptr, H);
       }
     });
   }

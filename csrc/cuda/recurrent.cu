@@ -64,7 +64,7 @@ __global__ void rnn_forward_kernel(RnnForwardStep<scalar_t> s) {
   for (index_t e = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; e < n;
        e += static_cast<index_t>(gridDim.x) * blockDim.x) {
     const index_t j = e % H;
-    const acc_t z = acc_t(s.input_proj[e]) + acc_t(s.hidden_proj[e]) + (s.bias ? acc_t(s.bias[j]) : acc_t(0));
+    const acc_t z = acc_t(s.input_proj[e]) + acc_t(s.hidden_proj[e]) + acc_t(s.bias[j]);
     const acc_t h = s.activation == RnnActivation::Tanh ? DeviceMath<acc_t>::tanh(z) : (z > acc_t(0) ? z : acc_t(0));
     s.output[e] = static_cast<scalar_t>(h);
     s.h_state[e] = static_cast<scalar_t>(h);
@@ -97,7 +97,7 @@ __global__ void lstm_forward_kernel(LstmForwardStep<scalar_t> s) {
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       z[k] = acc_t(s.input_proj[g0 + k * H]) + acc_t(s.hidden_proj[g0 + k * H]) +
-             (s.bias ? acc_t(s.bias[k * H + j]) : acc_t(0));
+             acc_t(s.bias[k * H + j]);
     }
     const acc_t i = M::sigmoid(z[0]), f = M::sigmoid(z[1]), g = M::tanh(z[2]), o = M::sigmoid(z[3]);
     const acc_t c = f * acc_t(s.c_state[e]) + i * g;

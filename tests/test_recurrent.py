@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import dlunits
-from conftest import (DEVICE_DTYPES, REL_TOL, assert_close_rel, compare_with_torch, make_generator, randn,
-                      reference_dtype)
+from conftest import (DEVICE_DTYPES, REL_TOL, assert_close_rel, compare_with_torch, make_generator, num_threads,
+                      randn, reference_dtype)
 
 D = dlunits.functional
 ops = torch.ops.dlunits
@@ -168,6 +168,17 @@ def test_cell_sequence_loop():
             return loop(self.cell)(x, hx)
 
     compare_modules(Loop(ref), Loop(dl), xs, (randn(2, 5, gen=gen), randn(2, 5, gen=gen)))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("kind", ["RNN", "LSTM"])
+def test_threads(threads, kind):
+    """Enough rows that the CPU step passes and the bias column sum split over threads (chunks of
+    16 K elements): results as torch's, whatever the split."""
+    ref, dl = module_pair(kind, 8, 64, bidirectional=True)
+    gen = make_generator(10)
+    with num_threads(threads):
+        compare_modules(ref, dl, randn(2, 300, 8, gen=gen), dtype=torch.float32)
 
 
 # --------------------------------------------------------------------------------------

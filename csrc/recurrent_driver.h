@@ -103,6 +103,25 @@ struct LstmBackwardStep {
   int64_t rows, hidden;
 };
 
+// The whole forward recurrence of a padded sequence without a projection, for a
+// device that can run it as one launch (Kernels::persistent_forward returns false
+// where it cannot, and the driver steps instead). input_proj holds X for every step.
+template <typename scalar_t>
+struct PersistentForward {
+  const scalar_t* input_proj;  // [T·B, G·H]
+  const scalar_t* bias;        // [G·H]
+  const scalar_t* weight_hh;   // [G·H, H]
+  const scalar_t* h0;          // [B, H]
+  scalar_t* h_state;           // [B, H]  out: h_n
+  scalar_t* c_state;           // [B, H]  in: c0, out: c_n (LSTM)
+  scalar_t* output;            // [T·B, H]
+  scalar_t* gates;             // [T·B, 4H] (LSTM)
+  scalar_t* cells;             // [T·B, H]  (LSTM)
+  int64_t steps, batch, hidden, gate_count;
+  bool reverse;
+  RnnActivation activation;
+};
+
 // --- results -------------------------------------------------------------------------------------------------------
 
 struct RecurrentForward {
@@ -185,6 +204,14 @@ RecurrentForward recurrent_forward(const RecurrentGeometry& g, RnnActivation act
   const scalar_t* x_proj = input_proj.const_data_ptr<scalar_t>();
   scalar_t* output = f.output.mutable_data_ptr<scalar_t>();
   scalar_t* h_state = f.h_n.mutable_data_ptr<scalar_t>();
+  if (g.steps() > 1 && g.uniform && !g.projected() &&
+      Kernels::persistent_forward(PersistentForward<scalar_t>{
+          x_proj, bias.const_data_ptr<scalar_t>(), weight_hh.const_data_ptr<scalar_t>(), h0.const_data_ptr<scalar_t>(),
+          h_state, lstm ? f.c_n.mutable_data_ptr<scalar_t>() : nullptr, output,
+          lstm ? f.gates.mutable_data_ptr<scalar_t>() : nullptr, lstm ? f.cells.mutable_data_ptr<scalar_t>() : nullptr,
+          g.steps(), g.batch, H, g.gates, reverse, activation})) {
+    return f;
+  }
   for (int64_t s = 0; s < g.steps(); ++s) {
     const int64_t t = reverse ? g.steps() - 1 - s : s;
     const int64_t rows = g.batch_sizes[t], off = g.offsets[t];

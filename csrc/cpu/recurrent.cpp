@@ -161,6 +161,12 @@ struct CpuKernels {
     explicit DeviceGuard(const at::Tensor&) {}
   };
 
+  // The CPU steps through time (each step's product is a BLAS call on the whole batch).
+  template <typename scalar_t>
+  static bool persistent_forward(const PersistentForward<scalar_t>&) {
+    return false;
+  }
+
   template <typename scalar_t>
   static void rnn_forward_step(const RnnForwardStep<scalar_t>& s) {
     const auto row = s.activation == RnnActivation::Relu ? rnn_forward_row<scalar_t, true>

@@ -17,8 +17,17 @@
 // (deterministic, no atomics). So a step is one cuBLAS product and one launch
 // forward, one launch and one product backward.
 //
-// Not here yet: a persistent kernel that keeps W_hh on chip across time steps
-// (one launch per layer and direction). Every size runs the per-step path.
+// Persistent forward: a padded sequence (every step has the whole batch) without a
+// projection runs its whole recurrence in one cooperative launch where it fits.
+// Block k owns hidden units j0 .. j0 + U - 1 (U = ceil(H / SMs)) and keeps their G·U
+// rows of W_hh in shared memory for all T steps; per step it computes those rows'
+// dot products with every h_{t-1} (warp per dot product, shuffle reduction), then the
+// gates, c_t and h_t of its units, writes h_t, and the grid synchronises (grid.sync()
+// orders the writes before the next step's reads). It needs cooperative launch, every
+// block co-resident (one per SM suffices), and shared memory G·U·H elements + G·U·B
+// accumulators within 48 KiB: e.g. H = 256, B = 16 on 132 SMs uses 10 KiB. Other sizes,
+// packed sequences, projections and single steps take the per-step path, and so does
+// the backward through time (one fused launch and one product per step).
 //
 // Precision: float and double compute in their own type; float16 and bfloat16
 // load, compute in float, and store rounded. Index math is int32 when
@@ -30,6 +39,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <cooperative_groups.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -149,6 +159,101 @@ __global__ void column_sum_kernel(const scalar_t* m, index_t rows, index_t cols,
   }
 }
 
+// --- the persistent forward ------------------------------------------------------------------------------------------
+
+constexpr int kPersistentThreads = 256;
+constexpr size_t kPersistentSharedBytes = 48 * 1024;
+
+// G gates (1: RNN, 4: LSTM); index math in int32 (the launcher checks T·B·G·H < 2^30).
+template <typename scalar_t, int G>
+__global__ void __launch_bounds__(kPersistentThreads) persistent_forward_kernel(PersistentForward<scalar_t> p,
+                                                                                   int units) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using M = DeviceMath<acc_t>;
+  namespace cg = cooperative_groups;
+  cg::grid_group grid = cg::this_grid();
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  const int H = static_cast<int>(p.hidden), B = static_cast<int>(p.batch), T = static_cast<int>(p.steps);
+  const int GH = G * H;
+  const int rows = G * units;                                      // this block's rows of W_hh
+  acc_t* pre = reinterpret_cast<acc_t*>(shared_raw);               // [rows, B] h_{t-1} · W_hhᵀ
+  scalar_t* w = reinterpret_cast<scalar_t*>(pre + rows * B);       // [rows, H] local row r = k·U + u
+  const int j0 = blockIdx.x * units;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+
+  for (int e = threadIdx.x; e < rows * H; e += blockDim.x) {
+    const int r = e / H, i = e - r * H, k = r / units, j = j0 + r % units;
+    w[e] = j < H ? p.weight_hh[(k * H + j) * H + i] : scalar_t(0);
+  }
+  __syncthreads();
+
+  for (int s = 0; s < T; ++s) {
+    const int t = p.reverse ? T - 1 - s : s;
+    const int prev = p.reverse ? t + 1 : t - 1;
+    const scalar_t* h_prev = s == 0 ? p.h0 : p.output + prev * B * H;
+    for (int o = warp; o < rows * B; o += warps) {
+      const int r = o / B, b = o - r * B;
+      acc_t sum = 0;
+      for (int i = lane; i < H; i += 32) sum += acc_t(w[r * H + i]) * acc_t(h_prev[b * H + i]);
+#pragma unroll
+      for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
+      if (lane == 0) pre[o] = sum;
+    }
+    __syncthreads();
+    for (int q = threadIdx.x; q < units * B; q += blockDim.x) {
+      const int u = q / B, b = q - u * B, j = j0 + u;
+      if (j >= H) continue;
+      const int row = t * B + b;
+      acc_t z[G];
+#pragma unroll
+      for (int k = 0; k < G; ++k) {
+        z[k] = pre[(k * units + u) * B + b] + acc_t(p.input_proj[row * GH + k * H + j]) + acc_t(p.bias[k * H + j]);
+      }
+      acc_t h;
+      if constexpr (G == 4) {
+        const acc_t i = M::sigmoid(z[0]), f = M::sigmoid(z[1]), g = M::tanh(z[2]), o = M::sigmoid(z[3]);
+        const acc_t c = f * acc_t(p.c_state[b * H + j]) + i * g;
+        h = o * M::tanh(c);
+        p.gates[row * GH + j] = static_cast<scalar_t>(i);
+        p.gates[row * GH + H + j] = static_cast<scalar_t>(f);
+        p.gates[row * GH + 2 * H + j] = static_cast<scalar_t>(g);
+        p.gates[row * GH + 3 * H + j] = static_cast<scalar_t>(o);
+        p.cells[row * H + j] = static_cast<scalar_t>(c);
+        p.c_state[b * H + j] = static_cast<scalar_t>(c);
+      } else {
+        h = p.activation == RnnActivation::Tanh ? M::tanh(z[0]) : (z[0] > acc_t(0) ? z[0] : acc_t(0));
+      }
+      p.output[row * H + j] = static_cast<scalar_t>(h);
+      if (s == T - 1) p.h_state[b * H + j] = static_cast<scalar_t>(h);
+    }
+    grid.sync();  // also a block barrier: pre is free for the next step
+  }
+}
+
+template <typename scalar_t, int G>
+bool launch_persistent_forward(const PersistentForward<scalar_t>& p) {
+  using acc_t = at::opmath_type<scalar_t>;
+  if (p.steps * p.batch * G * p.hidden >= (int64_t(1) << 30)) return false;
+  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+  if (!prop->cooperativeLaunch) return false;
+  const int sms = prop->multiProcessorCount;
+  const int units = static_cast<int>((p.hidden + sms - 1) / sms);
+  const int blocks = static_cast<int>((p.hidden + units - 1) / units);
+  const size_t shared = size_t(G) * units * (p.batch * sizeof(acc_t) + p.hidden * sizeof(scalar_t));
+  if (shared > kPersistentSharedBytes) return false;
+  const auto kernel = persistent_forward_kernel<scalar_t, G>;
+  int per_sm = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kPersistentThreads, shared));
+  if (int64_t(per_sm) * sms < blocks) return false;  // grid.sync() needs every block resident
+  PersistentForward<scalar_t> params = p;
+  int units_arg = units;
+  void* args[] = {&params, &units_arg};
+  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(blocks),
+                                             dim3(kPersistentThreads), args, shared,
+                                             at::cuda::getCurrentCUDAStream()));
+  return true;
+}
+
 // Blocks for n elements, one per thread, capped (the kernels stride over the rest).
 int blocks_for(int64_t n) {
   const int64_t blocks = (n + kThreads - 1) / kThreads;
@@ -174,6 +279,11 @@ struct CudaKernels {
     c10::cuda::CUDAGuard guard;
     explicit DeviceGuard(const at::Tensor& t) : guard(t.device()) {}
   };
+
+  template <typename scalar_t>
+  static bool persistent_forward(const PersistentForward<scalar_t>& p) {
+    return p.gate_count == 4 ? launch_persistent_forward<scalar_t, 4>(p) : launch_persistent_forward<scalar_t, 1>(p);
+  }
 
   // The largest index a step kernel forms is rows·4H (the gates), so n for the index type is that.
   template <typename scalar_t>

@@ -122,6 +122,25 @@ struct PersistentForward {
   RnnActivation activation;
 };
 
+// The whole backward through time of a padded sequence without a projection, in one
+// launch where a device can (Kernels::persistent_backward returns false otherwise):
+// every step's dZ, and the gradients of the initial states.
+template <typename scalar_t>
+struct PersistentBackward {
+  const scalar_t* grad_output;  // [T·B, H]
+  const scalar_t* output;       // [T·B, H]   h_t (the RNN's derivative reads it)
+  const scalar_t* gates;        // [T·B, 4H]  (LSTM)
+  const scalar_t* cells;        // [T·B, H]   (LSTM)
+  const scalar_t* c0;           // [B, H]     (LSTM)
+  const scalar_t* weight_hh;    // [G·H, H]
+  scalar_t* grad_h;             // [B, H]     in: grad_h_n, out: grad_h0
+  scalar_t* grad_c;             // [B, H]     in: grad_c_n, out: grad_c0 (LSTM)
+  scalar_t* grad_gates;         // [T·B, G·H] out: dZ
+  int64_t steps, batch, hidden, gate_count;
+  bool reverse;
+  RnnActivation activation;
+};
+
 // --- results -------------------------------------------------------------------------------------------------------
 
 struct RecurrentForward {
@@ -264,7 +283,14 @@ RecurrentBackward recurrent_backward(const RecurrentGeometry& g, RnnActivation a
   const scalar_t* grad_out = grad_output.const_data_ptr<scalar_t>();
   scalar_t* dz = grad_gates.mutable_data_ptr<scalar_t>();
   scalar_t* dh = r.grad_h0.mutable_data_ptr<scalar_t>();
-  for (int64_t s = 0; s < g.steps(); ++s) {
+  const bool persistent =
+      g.steps() > 1 && g.uniform && !g.projected() &&
+      Kernels::persistent_backward(PersistentBackward<scalar_t>{
+          grad_out, output.const_data_ptr<scalar_t>(), lstm ? gates.const_data_ptr<scalar_t>() : nullptr,
+          lstm ? cells.const_data_ptr<scalar_t>() : nullptr, lstm ? c0.const_data_ptr<scalar_t>() : nullptr,
+          weight_hh.const_data_ptr<scalar_t>(), dh, lstm ? r.grad_c0.mutable_data_ptr<scalar_t>() : nullptr, dz,
+          g.steps(), g.batch, H, g.gates, reverse, activation});
+  for (int64_t s = 0; s < (persistent ? 0 : g.steps()); ++s) {
     const int64_t t = reverse ? s : g.steps() - 1 - s;
     const int64_t rows = g.batch_sizes[t], off = g.offsets[t];
     if (!lstm) {

@@ -168,6 +168,11 @@ struct CpuKernels {
   }
 
   template <typename scalar_t>
+  static bool persistent_backward(const PersistentBackward<scalar_t>&) {
+    return false;
+  }
+
+  template <typename scalar_t>
   static void rnn_forward_step(const RnnForwardStep<scalar_t>& s) {
     const auto row = s.activation == RnnActivation::Relu ? rnn_forward_row<scalar_t, true>
                                                           : rnn_forward_row<scalar_t, false>;

@@ -17,17 +17,19 @@
 // (deterministic, no atomics). So a step is one cuBLAS product and one launch
 // forward, one launch and one product backward.
 //
-// Persistent forward: a padded sequence (every step has the whole batch) without a
-// projection runs its whole recurrence in one cooperative launch where it fits.
+// Persistent kernels: a padded sequence (every step has the whole batch) without a
+// projection runs its whole recurrence in one cooperative launch where it fits,
+// forward and backward through time (each described above its kernel).
 // Block k owns hidden units j0 .. j0 + U - 1 (U = ceil(H / SMs)) and keeps their G·U
 // rows of W_hh in shared memory for all T steps; per step it computes those rows'
 // dot products with every h_{t-1} (warp per dot product, shuffle reduction), then the
 // gates, c_t and h_t of its units, writes h_t, and the grid synchronises (grid.sync()
 // orders the writes before the next step's reads). It needs cooperative launch, every
 // block co-resident (one per SM suffices), and shared memory G·U·H elements + G·U·B
-// accumulators within 48 KiB: e.g. H = 256, B = 16 on 132 SMs uses 10 KiB. Other sizes,
-// packed sequences, projections and single steps take the per-step path, and so does
-// the backward through time (one fused launch and one product per step).
+// accumulators within 48 KiB: e.g. H = 256, B = 16 on 132 SMs: U = 2, 8.5 KiB. Other sizes,
+// packed sequences, projections and single steps take the per-step path (one fused
+// launch and one cuBLAS product per step). The weight gradients stay whole-sequence
+// cuBLAS products after the backward kernel.
 //
 // Precision: float and double compute in their own type; float16 and bfloat16
 // load, compute in float, and store rounded. Index math is int32 when
@@ -44,6 +46,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <utility>
 
 #include "../recurrent_driver.h"
 
@@ -230,21 +233,140 @@ __global__ void __launch_bounds__(kPersistentThreads) persistent_forward_kernel(
   }
 }
 
+// --- the persistent backward through time ----------------------------------------------------------------------------
+// Block k owns hidden units j0 .. j0 + U - 1 and keeps the G·H × U columns of W_hh for them
+// (wt[u·G·H + r] = W_hh[r, j0 + u]). Per step, in the backward order:
+//   dh[b, j] = Σ_r dZ_{later step}[b, r] · W_hh[r, j]   (grad_h_n at the first), a warp per (b, j)
+//   then the fused gate gradients of its (b, j), as lstm_backward_kernel / rnn_backward_kernel,
+// and a grid sync; after the last step grad_h0 = dZ_first · W_hh the same way.
+
+// dh[u·B + b] for this block's units, from the dZ rows of step `step` (a warp per output).
+template <typename scalar_t, typename acc_t>
+__device__ void hidden_gradient_from(const scalar_t* wt, const scalar_t* grad_gates, int step, int units, int B,
+                                     int GH, acc_t* dh) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  for (int o = warp; o < units * B; o += warps) {
+    const int u = o / B, b = o - u * B;
+    const scalar_t* dz = grad_gates + (step * B + b) * GH;
+    acc_t sum = 0;
+    for (int r = lane; r < GH; r += 32) sum += acc_t(wt[u * GH + r]) * acc_t(dz[r]);
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
+    if (lane == 0) dh[o] = sum;
+  }
+}
+
+template <typename scalar_t, int G>
+__global__ void __launch_bounds__(kPersistentThreads) persistent_backward_kernel(PersistentBackward<scalar_t> p,
+                                                                                    int units) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using M = DeviceMath<acc_t>;
+  namespace cg = cooperative_groups;
+  cg::grid_group grid = cg::this_grid();
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  const int H = static_cast<int>(p.hidden), B = static_cast<int>(p.batch), T = static_cast<int>(p.steps);
+  const int GH = G * H;
+  acc_t* dh = reinterpret_cast<acc_t*>(shared_raw);                // [U, B]
+  scalar_t* wt = reinterpret_cast<scalar_t*>(dh + units * B);      // [U, G·H]
+  const int j0 = blockIdx.x * units;
+
+  for (int e = threadIdx.x; e < units * GH; e += blockDim.x) {
+    const int u = e / GH, r = e - u * GH, j = j0 + u;
+    wt[e] = j < H ? p.weight_hh[r * H + j] : scalar_t(0);
+  }
+  __syncthreads();
+
+  for (int s = 0; s < T; ++s) {
+    const int t = p.reverse ? s : T - 1 - s;           // backward order: the forward's, reversed
+    const int later = p.reverse ? t - 1 : t + 1;       // the step processed just before (its dZ is ready)
+    if (s == 0) {
+      for (int q = threadIdx.x; q < units * B; q += blockDim.x) {
+        const int u = q / B, b = q - u * B, j = j0 + u;
+        dh[q] = j < H ? acc_t(p.grad_h[b * H + j]) : acc_t(0);
+      }
+    } else {
+      hidden_gradient_from(wt, p.grad_gates, later, units, B, GH, dh);
+    }
+    __syncthreads();
+    const int before = p.reverse ? t + 1 : t - 1;      // the forward's previous step (c_{t-1})
+    const bool has_before = before >= 0 && before < T;
+    for (int q = threadIdx.x; q < units * B; q += blockDim.x) {
+      const int u = q / B, b = q - u * B, j = j0 + u;
+      if (j >= H) continue;
+      const int row = t * B + b;
+      const acc_t dh_t = acc_t(p.grad_output[row * H + j]) + dh[q];
+      scalar_t* dz = p.grad_gates + row * GH;
+      if constexpr (G == 4) {
+        const scalar_t* gates = p.gates + row * GH;
+        const acc_t i = acc_t(gates[j]), f = acc_t(gates[H + j]), g = acc_t(gates[2 * H + j]),
+                    o = acc_t(gates[3 * H + j]);
+        const acc_t c_prev = acc_t(has_before ? p.cells[before * B * H + b * H + j] : p.c0[b * H + j]);
+        const acc_t tanh_c = M::tanh(acc_t(p.cells[row * H + j]));
+        const acc_t dc = acc_t(p.grad_c[b * H + j]) + dh_t * o * (acc_t(1) - tanh_c * tanh_c);
+        dz[j] = static_cast<scalar_t>(dc * g * i * (acc_t(1) - i));
+        dz[H + j] = static_cast<scalar_t>(dc * c_prev * f * (acc_t(1) - f));
+        dz[2 * H + j] = static_cast<scalar_t>(dc * i * (acc_t(1) - g * g));
+        dz[3 * H + j] = static_cast<scalar_t>(dh_t * tanh_c * o * (acc_t(1) - o));
+        p.grad_c[b * H + j] = static_cast<scalar_t>(dc * f);
+      } else {
+        const acc_t h = acc_t(p.output[row * H + j]);
+        const acc_t slope = p.activation == RnnActivation::Tanh ? acc_t(1) - h * h : (h > acc_t(0) ? acc_t(1) : acc_t(0));
+        dz[j] = static_cast<scalar_t>(dh_t * slope);
+      }
+    }
+    grid.sync();  // every dZ_t written before the next step reads it; also frees dh
+  }
+  // grad_h0 = dZ of the last step processed (the forward's first) · W_hh, for this block's units.
+  hidden_gradient_from(wt, p.grad_gates, p.reverse ? T - 1 : 0, units, B, GH, dh);
+  __syncthreads();
+  for (int q = threadIdx.x; q < units * B; q += blockDim.x) {
+    const int u = q / B, b = q - u * B, j = j0 + u;
+    if (j < H) p.grad_h[b * H + j] = static_cast<scalar_t>(dh[q]);
+  }
+}
+
+// The launch conditions of the persistent kernels: cooperative launch, T·B·G·H < 2^30 (int32
+// indices), shared memory within kPersistentSharedBytes, every block resident. Returns the
+// blocks and units per block, or 0 blocks when the sizes do not fit.
+template <typename scalar_t, int G, typename Kernel>
+std::pair<int, int> persistent_grid(Kernel kernel, int64_t steps, int64_t batch, int64_t hidden, size_t* shared) {
+  using acc_t = at::opmath_type<scalar_t>;
+  if (steps * batch * G * hidden >= (int64_t(1) << 30)) return {0, 0};
+  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+  if (!prop->cooperativeLaunch) return {0, 0};
+  const int sms = prop->multiProcessorCount;
+  const int units = static_cast<int>((hidden + sms - 1) / sms);
+  const int blocks = static_cast<int>((hidden + units - 1) / units);
+  // G·U rows (forward) or columns (backward) of W_hh, and G·U·B accumulators (the backward uses U·B).
+  *shared = size_t(G) * units * (hidden * sizeof(scalar_t) + batch * sizeof(acc_t));
+  if (*shared > kPersistentSharedBytes) return {0, 0};
+  int per_sm = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kPersistentThreads, *shared));
+  if (int64_t(per_sm) * sms < blocks) return {0, 0};  // grid.sync() needs every block resident
+  return {blocks, units};
+}
+
+template <typename scalar_t, int G>
+bool launch_persistent_backward(const PersistentBackward<scalar_t>& p) {
+  const auto kernel = persistent_backward_kernel<scalar_t, G>;
+  size_t shared = 0;
+  const auto [blocks, units] = persistent_grid<scalar_t, G>(kernel, p.steps, p.batch, p.hidden, &shared);
+  if (blocks == 0) return false;
+  PersistentBackward<scalar_t> params = p;
+  int units_arg = units;
+  void* args[] = {&params, &units_arg};
+  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(blocks),
+                                             dim3(kPersistentThreads), args, shared,
+                                             at::cuda::getCurrentCUDAStream()));
+  return true;
+}
+
 template <typename scalar_t, int G>
 bool launch_persistent_forward(const PersistentForward<scalar_t>& p) {
-  using acc_t = at::opmath_type<scalar_t>;
-  if (p.steps * p.batch * G * p.hidden >= (int64_t(1) << 30)) return false;
-  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
-  if (!prop->cooperativeLaunch) return false;
-  const int sms = prop->multiProcessorCount;
-  const int units = static_cast<int>((p.hidden + sms - 1) / sms);
-  const int blocks = static_cast<int>((p.hidden + units - 1) / units);
-  const size_t shared = size_t(G) * units * (p.batch * sizeof(acc_t) + p.hidden * sizeof(scalar_t));
-  if (shared > kPersistentSharedBytes) return false;
   const auto kernel = persistent_forward_kernel<scalar_t, G>;
-  int per_sm = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kPersistentThreads, shared));
-  if (int64_t(per_sm) * sms < blocks) return false;  // grid.sync() needs every block resident
+  size_t shared = 0;
+  const auto [blocks, units] = persistent_grid<scalar_t, G>(kernel, p.steps, p.batch, p.hidden, &shared);
+  if (blocks == 0) return false;
   PersistentForward<scalar_t> params = p;
   int units_arg = units;
   void* args[] = {&params, &units_arg};
@@ -283,6 +405,11 @@ struct CudaKernels {
   template <typename scalar_t>
   static bool persistent_forward(const PersistentForward<scalar_t>& p) {
     return p.gate_count == 4 ? launch_persistent_forward<scalar_t, 4>(p) : launch_persistent_forward<scalar_t, 1>(p);
+  }
+
+  template <typename scalar_t>
+  static bool persistent_backward(const PersistentBackward<scalar_t>& p) {
+    return p.gate_count == 4 ? launch_persistent_backward<scalar_t, 4>(p) : launch_persistent_backward<scalar_t, 1>(p);
   }
 
   // The largest index a step kernel forms is rows·4H (the gates), so n for the index type is that.

@@ -229,6 +229,31 @@ def test_devices(device, dtype, kind, kwargs):
     compare_modules(ref, dl, x, initial_state(kind, kwargs, 3, gen, hidden=16), dtype=dtype, device=device)
 
 
+CUDA_PATHS = [
+    # (kind, hidden, packed): which CUDA recurrence runs
+    pytest.param("LSTM", 16, False, id="LSTM-persistent"),
+    pytest.param("RNN", 16, False, id="RNN-persistent"),
+    pytest.param("LSTM", 16, True, id="LSTM-packed-per-step"),
+    pytest.param("RNN", 16, True, id="RNN-packed-per-step"),
+    pytest.param("LSTM", 1024, False, id="LSTM-too-large-for-shared-memory-per-step"),
+    pytest.param("RNN", 4096, False, id="RNN-too-large-for-shared-memory-per-step"),
+]
+
+
+@pytest.mark.parametrize("device,dtype", [p for p in DEVICE_DTYPES if p.values[0] == "cuda"])
+@pytest.mark.parametrize("kind,hidden,packed", CUDA_PATHS)
+def test_cuda_paths(device, dtype, kind, hidden, packed):
+    """The CUDA recurrence's paths: the persistent kernels (a padded sequence that fits in shared
+    memory), and the per-step kernels (packed sequences; weights too large), both directions."""
+    ref, dl = module_pair(kind, 8, hidden, bidirectional=True)
+    gen = make_generator(21)
+    lengths = [5, 3, 3, 1]
+    x = randn(5, 4, 8, gen=gen)
+    pack = (lambda t: pack_padded_sequence(t, torch.tensor(lengths))) if packed else None
+    compare_modules(ref, dl, x, initial_state(kind, {"bidirectional": True}, 4, gen, hidden=hidden), dtype=dtype,
+                    device=device, pack=pack)
+
+
 @pytest.mark.parametrize("kind,kwargs", [("RNN", {"num_layers": 2}), ("LSTM", {"bidirectional": True}),
                                          ("LSTM", {"proj_size": 2, "batch_first": True})], ids=str)
 @pytest.mark.parametrize("with_state", [True, False])

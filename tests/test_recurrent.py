@@ -189,7 +189,8 @@ MODES = [("RNN", {"nonlinearity": "tanh"}), ("RNN", {"nonlinearity": "relu"}), (
          ("LSTM", {"proj_size": 3})]
 OPTION_GRID = [
     pytest.param(kind, dict(kw, num_layers=layers, bidirectional=bidir, bias=bias, batch_first=bf), with_state,
-                 id=f"{kind}-{kw}-layers={layers}-bidirectional={bidir}-bias={bias}-batch_first={bf}-state={with_state}")
+                 id=f"{kind}-{kw}-layers={layers}-bidirectional={bidir}-bias={bias}-batch_first={bf}"
+                    f"-state={with_state}")
     for (kind, kw), layers, bidir, bias, bf, with_state in itertools.product(
         MODES, [1, 2], [False, True], [True, False], [False, True], [False, True])
     if not (bf and not bias)  # batch_first is independent of the rest: half of the grid is enough for it
@@ -661,7 +662,8 @@ OP_ERRORS = [
      r"expected weight_ih to have a positive multiple of 4 rows"),
     ("bias", lambda: ops.rnn_cell(_x(2, 3), _x(2, 4), _x(4, 3), _x(4, 4), _x(5), None, "tanh"),
      r"expected bias_ih of size \[4\], but got \[5\]"),
-    ("batch-sizes-sum", lambda: ops.rnn_layer(_x(5, 3), _x(2, 4), _x(4, 3), _x(4, 4), None, None, [2, 2], False, "tanh"),
+    ("batch-sizes-sum",
+     lambda: ops.rnn_layer(_x(5, 3), _x(2, 4), _x(4, 3), _x(4, 4), None, None, [2, 2], False, "tanh"),
      r"expected input to have sum\(batch_sizes\) = 4 rows, but got 5 rows"),
     ("batch-sizes-increasing", lambda: ops.rnn_layer(_x(5, 3), _x(2, 4), _x(4, 3), _x(4, 4), None, None, [2, 3],
                                                      False, "tanh"),

@@ -81,7 +81,9 @@ struct Math<float> {
 };
 
 // Rows per at::parallel_for chunk: about 16 K elements of work each.
-inline int64_t row_grain(int64_t row_elements) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, row_elements)); }
+inline int64_t row_grain(int64_t row_elements) {
+  return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, row_elements));
+}
 
 // --- one row of a step pass ---------------------------------------------------------------------------------------
 // Plain functions of restrict pointers and a hidden size by value: the form in which

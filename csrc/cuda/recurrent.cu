@@ -310,7 +310,8 @@ __global__ void __launch_bounds__(kPersistentThreads) persistent_backward_kernel
         p.grad_c[b * H + j] = static_cast<scalar_t>(dc * f);
       } else {
         const acc_t h = acc_t(p.output[row * H + j]);
-        const acc_t slope = p.activation == RnnActivation::Tanh ? acc_t(1) - h * h : (h > acc_t(0) ? acc_t(1) : acc_t(0));
+        const acc_t slope =
+            p.activation == RnnActivation::Tanh ? acc_t(1) - h * h : (h > acc_t(0) ? acc_t(1) : acc_t(0));
         dz[j] = static_cast<scalar_t>(dh_t * slope);
       }
     }

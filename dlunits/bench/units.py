@@ -142,7 +142,7 @@ def pass_bytes(unit: Unit, shape: Shape, itemsize: int, pass_name: str) -> int:
     return unit.forward_bytes(shape, itemsize) * factor
 
 
-# --- lstm_cell and lstm ------------------------------------------------------------------------------------------------
+# --- lstm_cell and lstm -----------------------------------------------------------------------------------------
 # Shapes: B (batch), I (input size), H (hidden size), and for the sequence T (time steps). torch's side
 # is torch.lstm_cell and torch.lstm, which torch.nn.LSTMCell and torch.nn.LSTM call (cuDNN's LSTM on CUDA).
 

@@ -15,8 +15,8 @@
 //
 // Precision: float64 uses std::exp and std::tanh. float32 uses exp_approx below,
 // a polynomial exp that the compiler vectorises (libm's expf does not), accurate
-// to about 2 ulp; sigmoid and tanh are built on it. That is what lets a cell
-// beat a chain of separate vectorised torch ops.
+// to about 2 ulp; sigmoid and tanh are built on it, so that a step's fused pass
+// costs a small fraction of its matrix product (B=16, H=256: ~15%).
 //
 // Threads: rows are split with at::parallel_for when a pass has enough work
 // (>= 16 K elements per chunk); each element is written by one thread, and the

@@ -13,6 +13,7 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include "recurrent_checks.h"
 #include "shape_checks.h"
 
 TORCH_LIBRARY(dlunits, m) {
@@ -49,6 +50,33 @@ TORCH_LIBRARY(dlunits, m) {
   m.def("adaptive_max_pool2d_backward(Tensor grad_output, Tensor input) -> Tensor");
   m.def("adaptive_avg_pool2d(Tensor input, int[2] output_size) -> Tensor");
   m.def("adaptive_avg_pool2d_backward(Tensor grad_output, SymInt[] input_size) -> Tensor");
+  // Recurrent units (csrc/recurrent_driver.h). A layer op runs one layer and direction over a sequence in
+  // the packed layout: input [N, I], the rows of step t at Σ_{s<t} batch_sizes[s], batch_sizes
+  // non-increasing (a padded [T, B, I] sequence is batch_sizes = [B] * T). Gates in torch's order (i, f, g, o);
+  // gates and cells are the LSTM's saved activations. grad_bias is the gradient of bias_ih and of bias_hh
+  // ([0] without a bias), grad_weight_hr is [0] without a projection. The backward ops have no derivative.
+  m.def("rnn_cell(Tensor input, Tensor hx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
+        "str nonlinearity) -> Tensor");
+  m.def("rnn_cell_backward(Tensor grad_hy, Tensor input, Tensor hx, Tensor weight_ih, Tensor weight_hh, Tensor hy, "
+        "str nonlinearity, bool has_bias) -> (Tensor grad_input, Tensor grad_hx, Tensor grad_weight_ih, "
+        "Tensor grad_weight_hh, Tensor grad_bias)");
+  m.def("lstm_cell(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
+        "Tensor? bias_hh) -> (Tensor hy, Tensor cy, Tensor gates)");
+  m.def("lstm_cell_backward(Tensor grad_hy, Tensor grad_cy, Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, "
+        "Tensor weight_hh, Tensor cy, Tensor gates, bool has_bias) -> (Tensor grad_input, Tensor grad_hx, "
+        "Tensor grad_cx, Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias)");
+  m.def("rnn_layer(Tensor input, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
+        "int[] batch_sizes, bool reverse, str nonlinearity) -> (Tensor output, Tensor h_n)");
+  m.def("rnn_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor h0, Tensor weight_ih, "
+        "Tensor weight_hh, Tensor output, int[] batch_sizes, bool reverse, str nonlinearity, bool has_bias) -> "
+        "(Tensor grad_input, Tensor grad_h0, Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias)");
+  m.def("lstm_layer(Tensor input, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
+        "Tensor? bias_hh, Tensor? weight_hr, int[] batch_sizes, bool reverse) -> "
+        "(Tensor output, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)");
+  m.def("lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, Tensor h0, "
+        "Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? weight_hr, Tensor output, Tensor gates, "
+        "Tensor cells, int[] batch_sizes, bool reverse, bool has_bias) -> (Tensor grad_input, Tensor grad_h0, "
+        "Tensor grad_c0, Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias, Tensor grad_weight_hr)");
 }
 
 namespace {
@@ -161,6 +189,42 @@ std::pair<std::vector<std::vector<int64_t>>, std::vector<std::vector<int64_t>>> 
   return {taps, covering};
 }
 
+// The recurrent ops' checks for their fake kernels: each returns [G, I, H, P, B, N].
+std::vector<int64_t> recurrent_sizes(const dlunits::RecurrentGeometry& g) {
+  return {g.gates, g.input_size, g.hidden_size, g.state_size, g.batch, g.rows};
+}
+
+std::vector<int64_t> check_recurrent_cell(const at::Tensor& input, const at::Tensor& hx,
+                                          const std::optional<at::Tensor>& cx, const at::Tensor& weight_ih,
+                                          const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
+                                          const std::optional<at::Tensor>& bias_hh, const std::string& op) {
+  const bool lstm = cx.has_value();
+  return recurrent_sizes(dlunits::check_recurrent_cell(op.c_str(), lstm ? 4 : 1, input, hx, lstm ? &*cx : nullptr,
+                                                       weight_ih, weight_hh, bias_ih, bias_hh));
+}
+
+std::vector<int64_t> check_recurrent_layer(const at::Tensor& input, const at::Tensor& h0,
+                                           const std::optional<at::Tensor>& c0, const at::Tensor& weight_ih,
+                                           const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
+                                           const std::optional<at::Tensor>& bias_hh,
+                                           const std::optional<at::Tensor>& weight_hr,
+                                           std::vector<int64_t> batch_sizes, const std::string& op) {
+  const bool lstm = c0.has_value();
+  return recurrent_sizes(dlunits::check_recurrent_layer(op.c_str(), lstm ? 4 : 1, input, h0, lstm ? &*c0 : nullptr,
+                                                        weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
+                                                        batch_sizes));
+}
+
+void check_rnn_activation(const std::string& nonlinearity, const std::string& op) {
+  dlunits::rnn_activation_from_string(op.c_str(), nonlinearity);
+}
+
+// A backward op's tensor argument: same dtype and device as input, and the expected size.
+void check_recurrent_backward_tensor(const at::Tensor& input, const at::Tensor& t, std::vector<int64_t> size,
+                                     const std::string& name, const std::string& op) {
+  dlunits::check_backward_tensor(op.c_str(), input, name.c_str(), t, size);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -191,6 +255,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Checks adaptive_avg_pool2d_backward's arguments; returns the input size");
   m.def("pool_axis_windows", &pool_axis_windows,
         "For tests: the taps of each output along one pooling axis, and the outputs covering each input");
+  m.def("check_recurrent_cell", &check_recurrent_cell,
+        "Checks rnn_cell's (cx=None) or lstm_cell's arguments; returns [G, I, H, P, B, N]");
+  m.def("check_recurrent_layer", &check_recurrent_layer,
+        "Checks rnn_layer's (c0=None) or lstm_layer's arguments; returns [G, I, H, P, B, N]");
+  m.def("check_rnn_activation", &check_rnn_activation, "Checks an RNN's nonlinearity ('tanh' or 'relu')");
+  m.def("check_recurrent_backward_tensor", &check_recurrent_backward_tensor,
+        "Checks a recurrent backward op's tensor argument against input and an expected size");
   m.def("cuda_compiled", []() {
 #ifdef DLUNITS_WITH_CUDA
     return true;

@@ -151,3 +151,64 @@ def adaptive_avg_pool2d(input: torch.Tensor, output_size) -> torch.Tensor:
     """The adaptive_avg_pool2d of torch.nn.functional, same signature: the mean over adaptive windows, so that
     the output is output_size (None keeps an axis' size)."""
     return _ops.adaptive_avg_pool2d(input, _adaptive_output_size(input, output_size, "adaptive_avg_pool2d"))
+# --- recurrent units ------------------------------------------------------------------------------------------------
+
+
+def rnn_cell(input: torch.Tensor, hx: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor,
+             bias_ih: Optional[torch.Tensor] = None, bias_hh: Optional[torch.Tensor] = None,
+             nonlinearity: str = "tanh") -> torch.Tensor:
+    """One step of the basic recurrent cell, h' = act(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh) with act tanh or relu;
+    input (B, I), hx (B, H), weights as torch.nn.RNNCell's."""
+    return _ops.rnn_cell(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity)
+
+
+def lstm_cell(input: torch.Tensor, hx: Sequence[torch.Tensor], weight_ih: torch.Tensor, weight_hh: torch.Tensor,
+              bias_ih: Optional[torch.Tensor] = None, bias_hh: Optional[torch.Tensor] = None):
+    """One LSTM step: (h', c') from input (B, I) and hx = (h, c), both (B, H); weights as torch.nn.LSTMCell's."""
+    hy, cy, _gates = _ops.lstm_cell(input, hx[0], hx[1], weight_ih, weight_hh, bias_ih, bias_hh)
+    return hy, cy
+
+
+def _dropout_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """x with each element zeroed with probability p and the others scaled by 1/(1-p)."""
+    if p >= 1:
+        return x * 0
+    keep = torch.empty_like(x).bernoulli_(1 - p)
+    return x * keep / (1 - p)
+
+
+def recurrent_layers(mode: str, input: torch.Tensor, batch_sizes: Sequence[int], hx: torch.Tensor,
+                     cx: Optional[torch.Tensor], weights: Sequence[Sequence[Optional[torch.Tensor]]],
+                     num_layers: int, bidirectional: bool, dropout: float = 0.0, training: bool = False):
+    """A stack of RNN or LSTM layers over a sequence in the packed layout: input (N, I) with the rows of
+    step t after those of steps < t, batch_sizes[t] of them (a padded (T, B, I) sequence is its
+    reshape to (T·B, I) with batch_sizes [B] * T).
+
+    mode is 'RNN_TANH', 'RNN_RELU' or 'LSTM'; hx (and cx) are (num_layers · directions, B, ·); weights
+    has (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) per layer and direction (None where absent).
+    Between layers, in training, dropout zeroes inputs with probability `dropout`. Returns
+    (output (N, directions · P), h_n, c_n), c_n None for the RNN.
+    """
+    directions = 2 if bidirectional else 1
+    batch_sizes = [int(b) for b in batch_sizes]
+    layer_input = input
+    h_n, c_n = [], []
+    for layer in range(num_layers):
+        outputs = []
+        for direction in range(directions):
+            k = layer * directions + direction
+            weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = weights[k]
+            if mode == "LSTM":
+                out, h, c, _gates, _cells = _ops.lstm_layer(layer_input, hx[k], cx[k], weight_ih, weight_hh, bias_ih,
+                                                            bias_hh, weight_hr, batch_sizes, direction == 1)
+                c_n.append(c)
+            else:
+                nonlinearity = "relu" if mode == "RNN_RELU" else "tanh"
+                out, h = _ops.rnn_layer(layer_input, hx[k], weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes,
+                                        direction == 1, nonlinearity)
+            outputs.append(out)
+            h_n.append(h)
+        layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=1)
+        if dropout > 0 and training and layer < num_layers - 1:
+            layer_input = _dropout_mask(layer_input, dropout)
+    return layer_input, torch.stack(h_n), (torch.stack(c_n) if c_n else None)

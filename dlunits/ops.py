@@ -317,3 +317,172 @@ for _name, _backward, _setup in [
     ("adaptive_avg_pool2d_backward", _adaptive_avg_pool2d_backward_backward, _adaptive_avg_pool2d_backward_setup),
 ]:
     torch.library.register_autograd(f"dlunits::{_name}", _backward, setup_context=_setup)
+# --- recurrent units (csrc/recurrent_driver.h) ------------------------------------------------------------------------
+# Fake kernels check through the same C++ (recurrent_checks.h). The forward ops save the inputs and their
+# activations; the backward ops are not differentiable (double backward raises a clear error).
+
+
+@torch.library.register_fake("dlunits::rnn_cell")
+def _rnn_cell_fake(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity):
+    _C.check_rnn_activation(nonlinearity, "dlunits.rnn_cell")
+    _C.check_recurrent_cell(input, hx, None, weight_ih, weight_hh, bias_ih, bias_hh, "dlunits.rnn_cell")
+    return input.new_empty(hx.shape)
+
+
+@torch.library.register_fake("dlunits::rnn_cell_backward")
+def _rnn_cell_backward_fake(grad_hy, input, hx, weight_ih, weight_hh, hy, nonlinearity, has_bias):
+    op = "dlunits.rnn_cell_backward"
+    _C.check_rnn_activation(nonlinearity, op)
+    _C.check_recurrent_cell(input, hx, None, weight_ih, weight_hh, None, None, op)
+    for name, t in (("grad_hy", grad_hy), ("hy", hy)):
+        _C.check_recurrent_backward_tensor(input, t, list(hx.shape), name, op)
+    return (input.new_empty(input.shape), input.new_empty(hx.shape), input.new_empty(weight_ih.shape),
+            input.new_empty(weight_hh.shape), input.new_empty((weight_ih.shape[0] if has_bias else 0,)))
+
+
+@torch.library.register_fake("dlunits::lstm_cell")
+def _lstm_cell_fake(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh):
+    _C.check_recurrent_cell(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, "dlunits.lstm_cell")
+    return input.new_empty(hx.shape), input.new_empty(cx.shape), input.new_empty((hx.shape[0], weight_ih.shape[0]))
+
+
+@torch.library.register_fake("dlunits::lstm_cell_backward")
+def _lstm_cell_backward_fake(grad_hy, grad_cy, input, hx, cx, weight_ih, weight_hh, cy, gates, has_bias):
+    op = "dlunits.lstm_cell_backward"
+    _C.check_recurrent_cell(input, hx, cx, weight_ih, weight_hh, None, None, op)
+    for name, t in (("grad_hy", grad_hy), ("grad_cy", grad_cy), ("cy", cy)):
+        _C.check_recurrent_backward_tensor(input, t, list(hx.shape), name, op)
+    _C.check_recurrent_backward_tensor(input, gates, [hx.shape[0], weight_ih.shape[0]], "gates", op)
+    return (input.new_empty(input.shape), input.new_empty(hx.shape), input.new_empty(cx.shape),
+            input.new_empty(weight_ih.shape), input.new_empty(weight_hh.shape),
+            input.new_empty((weight_ih.shape[0] if has_bias else 0,)))
+
+
+@torch.library.register_fake("dlunits::rnn_layer")
+def _rnn_layer_fake(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, reverse, nonlinearity):
+    _C.check_rnn_activation(nonlinearity, "dlunits.rnn_layer")
+    _C.check_recurrent_layer(input, h0, None, weight_ih, weight_hh, bias_ih, bias_hh, None, batch_sizes,
+                             "dlunits.rnn_layer")
+    return input.new_empty((input.shape[0], h0.shape[1])), input.new_empty(h0.shape)
+
+
+@torch.library.register_fake("dlunits::rnn_layer_backward")
+def _rnn_layer_backward_fake(grad_output, grad_h_n, input, h0, weight_ih, weight_hh, output, batch_sizes, reverse,
+                             nonlinearity, has_bias):
+    op = "dlunits.rnn_layer_backward"
+    _C.check_rnn_activation(nonlinearity, op)
+    _C.check_recurrent_layer(input, h0, None, weight_ih, weight_hh, None, None, None, batch_sizes, op)
+    rows = [input.shape[0], h0.shape[1]]
+    for name, t, size in (("grad_output", grad_output, rows), ("grad_h_n", grad_h_n, list(h0.shape)),
+                          ("output", output, rows)):
+        _C.check_recurrent_backward_tensor(input, t, size, name, op)
+    return (input.new_empty(input.shape), input.new_empty(h0.shape), input.new_empty(weight_ih.shape),
+            input.new_empty(weight_hh.shape), input.new_empty((weight_ih.shape[0] if has_bias else 0,)))
+
+
+@torch.library.register_fake("dlunits::lstm_layer")
+def _lstm_layer_fake(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes, reverse):
+    _C.check_recurrent_layer(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes,
+                             "dlunits.lstm_layer")
+    rows = input.shape[0]
+    return (input.new_empty((rows, h0.shape[1])), input.new_empty(h0.shape), input.new_empty(c0.shape),
+            input.new_empty((rows, weight_ih.shape[0])), input.new_empty((rows, c0.shape[1])))
+
+
+@torch.library.register_fake("dlunits::lstm_layer_backward")
+def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, h0, c0, weight_ih, weight_hh, weight_hr,
+                              output, gates, cells, batch_sizes, reverse, has_bias):
+    op = "dlunits.lstm_layer_backward"
+    _C.check_recurrent_layer(input, h0, c0, weight_ih, weight_hh, None, None, weight_hr, batch_sizes, op)
+    rows = input.shape[0]
+    for name, t, size in (("grad_output", grad_output, [rows, h0.shape[1]]), ("grad_h_n", grad_h_n, list(h0.shape)),
+                          ("grad_c_n", grad_c_n, list(c0.shape)), ("output", output, [rows, h0.shape[1]]),
+                          ("gates", gates, [rows, weight_ih.shape[0]]), ("cells", cells, [rows, c0.shape[1]])):
+        _C.check_recurrent_backward_tensor(input, t, size, name, op)
+    return (input.new_empty(input.shape), input.new_empty(h0.shape), input.new_empty(c0.shape),
+            input.new_empty(weight_ih.shape), input.new_empty(weight_hh.shape),
+            input.new_empty((weight_ih.shape[0] if has_bias else 0,)),
+            input.new_empty(weight_hr.shape if weight_hr is not None else (0,)))
+
+
+def _bias_grads(ctx, grad_bias):
+    """The one bias gradient, for each of bias_ih and bias_hh that was given."""
+    return (grad_bias if ctx.has_bias_ih else None), (grad_bias if ctx.has_bias_hh else None)
+
+
+def _note_biases(ctx, bias_ih, bias_hh):
+    ctx.has_bias_ih, ctx.has_bias_hh = bias_ih is not None, bias_hh is not None
+    ctx.has_bias = ctx.has_bias_ih or ctx.has_bias_hh
+
+
+def _rnn_cell_setup(ctx, inputs, output):
+    input, hx, weight_ih, weight_hh, bias_ih, bias_hh, ctx.nonlinearity = inputs
+    _note_biases(ctx, bias_ih, bias_hh)
+    ctx.save_for_backward(input, hx, weight_ih, weight_hh, output)
+
+
+def _rnn_cell_backward(ctx, grad_hy):
+    input, hx, weight_ih, weight_hh, hy = ctx.saved_tensors
+    grads = ops.rnn_cell_backward(grad_hy, input, hx, weight_ih, weight_hh, hy, ctx.nonlinearity, ctx.has_bias)
+    return (*grads[:4], *_bias_grads(ctx, grads[4]), None)
+
+
+def _lstm_cell_setup(ctx, inputs, output):
+    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh = inputs
+    _note_biases(ctx, bias_ih, bias_hh)
+    _hy, cy, gates = output
+    ctx.mark_non_differentiable(gates)
+    ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, cy, gates)
+
+
+def _lstm_cell_backward(ctx, grad_hy, grad_cy, _grad_gates):
+    input, hx, cx, weight_ih, weight_hh, cy, gates = ctx.saved_tensors
+    grads = ops.lstm_cell_backward(grad_hy, grad_cy, input, hx, cx, weight_ih, weight_hh, cy, gates, ctx.has_bias)
+    return (*grads[:5], *_bias_grads(ctx, grads[5]))
+
+
+def _rnn_layer_setup(ctx, inputs, output):
+    input, h0, weight_ih, weight_hh, bias_ih, bias_hh, ctx.batch_sizes, ctx.reverse, ctx.nonlinearity = inputs
+    _note_biases(ctx, bias_ih, bias_hh)
+    ctx.save_for_backward(input, h0, weight_ih, weight_hh, output[0])
+
+
+def _rnn_layer_backward(ctx, grad_output, grad_h_n):
+    input, h0, weight_ih, weight_hh, output = ctx.saved_tensors
+    grads = ops.rnn_layer_backward(grad_output, grad_h_n, input, h0, weight_ih, weight_hh, output, ctx.batch_sizes,
+                                   ctx.reverse, ctx.nonlinearity, ctx.has_bias)
+    return (*grads[:4], *_bias_grads(ctx, grads[4]), None, None, None)
+
+
+def _lstm_layer_setup(ctx, inputs, output):
+    input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, ctx.batch_sizes, ctx.reverse = inputs
+    _note_biases(ctx, bias_ih, bias_hh)
+    ctx.mark_non_differentiable(output[3], output[4])
+    ctx.save_for_backward(input, h0, c0, weight_ih, weight_hh, weight_hr, output[0], output[3], output[4])
+
+
+def _lstm_layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_cells):
+    input, h0, c0, weight_ih, weight_hh, weight_hr, output, gates, cells = ctx.saved_tensors
+    grads = ops.lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, h0, c0, weight_ih, weight_hh, weight_hr,
+                                    output, gates, cells, ctx.batch_sizes, ctx.reverse, ctx.has_bias)
+    grad_weight_hr = grads[6] if weight_hr is not None else None
+    return (*grads[:5], *_bias_grads(ctx, grads[5]), grad_weight_hr, None, None)
+
+
+def _no_double_backward(name):
+    def backward(ctx, *grads):
+        raise RuntimeError(f"dlunits.{name}: double backward through the recurrent units is not implemented "
+                           "(their backward ops have no derivative)")
+    return backward
+
+
+def _nothing_to_save(ctx, inputs, output):
+    pass
+
+
+torch.library.register_autograd("dlunits::rnn_cell", _rnn_cell_backward, setup_context=_rnn_cell_setup)
+torch.library.register_autograd("dlunits::lstm_cell", _lstm_cell_backward, setup_context=_lstm_cell_setup)
+torch.library.register_autograd("dlunits::rnn_layer", _rnn_layer_backward, setup_context=_rnn_layer_setup)
+torch.library.register_autograd("dlunits::lstm_layer", _lstm_layer_backward, setup_context=_lstm_layer_setup)
+for _name in ("rnn_cell_backward", "lstm_cell_backward", "rnn_layer_backward", "lstm_layer_backward"):
+    torch.library.register_autograd(f"dlunits::{_name}", _no_double_backward(_name), setup_context=_nothing_to_save)

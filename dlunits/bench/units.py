@@ -226,3 +226,107 @@ def pass_bytes(unit: Unit, shape: Shape, itemsize: int, pass_name: str) -> int:
     """Minimal bytes moved by one pass: the forward's, plus the backward's for forward+backward."""
     factor = 1 if pass_name == "forward" else 1 + unit.backward_cost[1]
     return unit.forward_bytes(shape, itemsize) * factor
+
+
+# --- lstm_cell and lstm -----------------------------------------------------------------------------------------
+# Shapes: B (batch), I (input size), H (hidden size), and for the sequence T (time steps). torch's side
+# is torch.lstm_cell and torch.lstm, which torch.nn.LSTMCell and torch.nn.LSTM call (cuDNN's LSTM on CUDA).
+
+
+def lstm_weights(shape: Shape, gen: torch.Generator) -> Tensors:
+    """weight_ih (4H, I), weight_hh (4H, H), bias_ih, bias_hh (4H), uniform in ±1/sqrt(H) as torch.nn's."""
+    H, I = shape["H"], shape["I"]
+    bound = 1 / math.sqrt(H)
+    def draw(*size):
+        return (torch.rand(size, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+    return {"weight_ih": draw(4 * H, I), "weight_hh": draw(4 * H, H), "bias_ih": draw(4 * H),
+            "bias_hh": draw(4 * H)}
+
+
+def lstm_cell_inputs(shape: Shape, gen: torch.Generator) -> Tensors:
+    B, H = shape["B"], shape["H"]
+    def draw(*size):
+        return torch.randn(size, generator=gen, dtype=torch.float64)
+    return {"input": draw(B, shape["I"]), "hx": draw(B, H), "cx": draw(B, H), **lstm_weights(shape, gen)}
+
+
+def lstm_cell_dlunits(t: Tensors, shape: Shape):
+    return dlunits.functional.lstm_cell(t["input"], (t["hx"], t["cx"]), t["weight_ih"], t["weight_hh"],
+                                        t["bias_ih"], t["bias_hh"])
+
+
+def lstm_cell_torch(t: Tensors, shape: Shape):
+    return torch.lstm_cell(t["input"], (t["hx"], t["cx"]), t["weight_ih"], t["weight_hh"], t["bias_ih"],
+                           t["bias_hh"])
+
+
+def lstm_step_flops(shape: Shape) -> int:
+    """One step: 2 · B · 4H · (I + H) for the two products, plus ~30 per (b, h) for the gates."""
+    B, I, H = shape["B"], shape["I"], shape["H"]
+    return 2 * B * 4 * H * (I + H) + 30 * B * H
+
+
+def lstm_cell_bytes(shape: Shape, itemsize: int) -> int:
+    """The weights and biases, input, hx, cx, and hy, cy once each."""
+    B, I, H = shape["B"], shape["I"], shape["H"]
+    return (4 * H * (I + H + 2) + B * I + 4 * B * H) * itemsize
+
+
+def lstm_inputs(shape: Shape, gen: torch.Generator) -> Tensors:
+    T, B, H = shape["T"], shape["B"], shape["H"]
+    def draw(*size):
+        return torch.randn(size, generator=gen, dtype=torch.float64)
+    return {"input": draw(T, B, shape["I"]), "h0": draw(1, B, H), "c0": draw(1, B, H), **lstm_weights(shape, gen)}
+
+
+def lstm_dlunits(t: Tensors, shape: Shape):
+    T, B, I = t["input"].shape
+    weights = [(t["weight_ih"], t["weight_hh"], t["bias_ih"], t["bias_hh"], None)]
+    output, h_n, c_n = dlunits.functional.recurrent_layers("LSTM", t["input"].reshape(T * B, I), [B] * T, t["h0"],
+                                                           t["c0"], weights, 1, False)
+    return output.view(T, B, -1), h_n, c_n
+
+
+def lstm_torch(t: Tensors, shape: Shape):
+    weights = [t["weight_ih"], t["weight_hh"], t["bias_ih"], t["bias_hh"]]
+    return torch.lstm(t["input"], (t["h0"], t["c0"]), weights, True, 1, 0.0, False, False, False)
+
+
+def lstm_flops(shape: Shape) -> int:
+    return shape["T"] * lstm_step_flops(shape)
+
+
+def lstm_bytes(shape: Shape, itemsize: int) -> int:
+    """The weights and biases, the input sequence, the output sequence and the states once each."""
+    T, B, I, H = shape["T"], shape["B"], shape["I"], shape["H"]
+    return (4 * H * (I + H + 2) + T * B * (I + H) + 4 * B * H) * itemsize
+
+
+LSTM_CELL = Unit(
+    name="lstm_cell",
+    params={"B": Param(1), "I": Param(1), "H": Param(1)},
+    dtypes={"cpu": ("float32", "float64"), "cuda": ALL_DTYPES},
+    make_inputs=lstm_cell_inputs,
+    dlunits=lstm_cell_dlunits,
+    torch=lstm_cell_torch,
+    forward_flops=lstm_step_flops,
+    forward_bytes=lstm_cell_bytes,
+    # Backward: the input, hidden and both weight gradients, two products' worth each of the forward's two.
+    backward_cost=(2, 2),
+    check_shape=lambda shape: None,
+)
+
+LSTM = Unit(
+    name="lstm",
+    params={"T": Param(1), "B": Param(1), "I": Param(1), "H": Param(1)},
+    dtypes={"cpu": ("float32", "float64"), "cuda": ALL_DTYPES},
+    make_inputs=lstm_inputs,
+    dlunits=lstm_dlunits,
+    torch=lstm_torch,
+    forward_flops=lstm_flops,
+    forward_bytes=lstm_bytes,
+    backward_cost=(2, 2),
+    check_shape=lambda shape: None,
+)
+
+UNITS.update({unit.name: unit for unit in (LSTM_CELL, LSTM)})

@@ -1,0 +1,692 @@
+"""dlunits' recurrent units against torch: RNNCell, LSTMCell, RNN and LSTM, every option of torch.nn's,
+outputs, final states and every gradient (input, initial states, all weights); packed sequences of
+unequal lengths; gradcheck and torch.library.opcheck on every op; hypothesis-drawn configurations;
+torch.compile; the seed's next-character example; bad input."""
+import itertools
+import re
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import dlunits
+from conftest import (DEVICE_DTYPES, REL_TOL, assert_close_rel, compare_with_torch, make_generator, num_threads,
+                      randn, reference_dtype)
+
+D = dlunits.functional
+ops = torch.ops.dlunits
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------
+
+
+def module_pair(kind, *args, **kwargs):
+    """(torch.nn module, its dlunits twin with the same weights), both float64 on the CPU."""
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, kind)(*args, dtype=torch.float64, **kwargs)
+    dl = getattr(dlunits.nn, kind)(*args, dtype=torch.float64, **kwargs)
+    dl.load_state_dict(ref.state_dict())
+    assert isinstance(dl, getattr(torch.nn, kind))
+    return ref, dl
+
+
+def _flat(result):
+    """A module's result as a flat list of tensors: output (or PackedSequence data) and states."""
+    out = []
+    for r in result if isinstance(result, tuple) else (result,):
+        if isinstance(r, torch.nn.utils.rnn.PackedSequence):
+            out.append(r.data)
+        elif isinstance(r, tuple):
+            out.extend(r)
+        else:
+            out.append(r)
+    return out
+
+
+def compare_modules(ref, dl, x, hx=None, *, dtype=torch.float64, device="cpu", seed=3, pack=None, rel=None):
+    """Runs ref and dl on x (and hx: a tensor, a tuple, or None), float64 masters cast to dtype on
+    device (the reference in reference_dtype(dtype) from the same rounded values), and compares the
+    outputs, the final states and the gradients of x, hx and every parameter. pack(x) may turn the
+    input into a PackedSequence after the cast."""
+    rel = REL_TOL[dtype] if rel is None else rel
+    ref_dtype = reference_dtype(dtype)
+    dl = dl.to(device=device, dtype=dtype)
+    ref = ref.to(device=device, dtype=ref_dtype)
+    ref.load_state_dict({k: v.to(ref_dtype) for k, v in dl.state_dict().items()})
+
+    def inputs(target):
+        def cast(t):
+            return t.detach().to(device=device, dtype=dtype).to(target).requires_grad_(True)
+        xs = cast(x)
+        hs = None if hx is None else (tuple(cast(h) for h in hx) if isinstance(hx, tuple) else cast(hx))
+        return xs, hs
+
+    x_dl, h_dl = inputs(dtype)
+    x_ref, h_ref = inputs(ref_dtype)
+    y_dl = _flat(dl(pack(x_dl) if pack else x_dl, h_dl))
+    y_ref = _flat(ref(pack(x_ref) if pack else x_ref, h_ref))
+    assert len(y_dl) == len(y_ref)
+    for i, (a, b) in enumerate(zip(y_dl, y_ref)):
+        assert a.dtype == dtype
+        assert_close_rel(a, b, rel, f"output {i}")
+    gen = make_generator(seed)
+    weights = [randn(*b.shape, gen=gen, device=device, dtype=dtype) for b in y_ref]
+    loss_dl = sum((a * w).sum() for a, w in zip(y_dl, weights))
+    loss_ref = sum((b * w.to(ref_dtype)).sum() for b, w in zip(y_ref, weights))
+    states = lambda h: [] if h is None else (list(h) if isinstance(h, tuple) else [h])  # noqa: E731
+    wrt_dl = [x_dl] + states(h_dl) + list(dl.parameters())
+    wrt_ref = [x_ref] + states(h_ref) + list(ref.parameters())
+    g_dl = torch.autograd.grad(loss_dl, wrt_dl)
+    g_ref = torch.autograd.grad(loss_ref, wrt_ref)
+    names = ["input"] + [f"hx[{i}]" for i in range(len(states(h_dl)))] + [n for n, _ in dl.named_parameters()]
+    for name, a, b in zip(names, g_dl, g_ref):
+        assert_close_rel(a, b, rel, f"gradient of {name}")
+    return y_dl, y_ref
+
+
+# --------------------------------------------------------------------------------------
+# Cells
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_rnn_cell(device, dtype, nonlinearity, bias):
+    gen = make_generator(5)
+    B, I, H = 3, 5, 7
+    tensors = [randn(B, I, gen=gen), randn(B, H, gen=gen), randn(H, I, gen=gen) / 2, randn(H, H, gen=gen) / 2]
+    tensors += [randn(H, gen=gen), randn(H, gen=gen)] if bias else [None, None]
+    oracle = torch.rnn_tanh_cell if nonlinearity == "tanh" else torch.rnn_relu_cell
+
+    def dl(x, h, w_ih, w_hh, b_ih, b_hh):
+        return D.rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
+
+    compare_with_torch(dl, oracle, tensors, dtype=dtype, device=device)
+
+
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_lstm_cell(device, dtype, bias):
+    gen = make_generator(6)
+    B, I, H = 4, 5, 6
+    tensors = [randn(B, I, gen=gen), randn(B, H, gen=gen), randn(B, H, gen=gen), randn(4 * H, I, gen=gen) / 2,
+               randn(4 * H, H, gen=gen) / 2]
+    tensors += [randn(4 * H, gen=gen), randn(4 * H, gen=gen)] if bias else [None, None]
+
+    def dl(x, h, c, w_ih, w_hh, b_ih, b_hh):
+        return torch.cat(D.lstm_cell(x, (h, c), w_ih, w_hh, b_ih, b_hh), dim=1)
+
+    def th(x, h, c, w_ih, w_hh, b_ih, b_hh):
+        return torch.cat(torch.lstm_cell(x, (h, c), w_ih, w_hh, b_ih, b_hh), dim=1)
+
+    compare_with_torch(dl, th, tensors, dtype=dtype, device=device)
+
+
+@pytest.mark.parametrize("kind,kwargs", [("RNNCell", {}), ("RNNCell", {"nonlinearity": "relu", "bias": False}),
+                                         ("LSTMCell", {}), ("LSTMCell", {"bias": False})], ids=str)
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("with_state", [True, False])
+def test_cell_modules(kind, kwargs, batched, with_state):
+    """The cell modules: batched and unbatched input, given or zero state, module gradients."""
+    ref, dl = module_pair(kind, 5, 6, **kwargs)
+    gen = make_generator(8)
+    lead = (3,) if batched else ()
+    x = randn(*lead, 5, gen=gen)
+    hx = None
+    if with_state:
+        hx = (randn(*lead, 6, gen=gen), randn(*lead, 6, gen=gen)) if kind == "LSTMCell" else randn(*lead, 6, gen=gen)
+    compare_modules(ref, dl, x, hx)
+
+
+def test_cell_sequence_loop():
+    """An LSTMCell loop over a sequence (the issue's baseline) matches torch's, through time."""
+    ref, dl = module_pair("LSTMCell", 4, 5)
+    gen = make_generator(9)
+    xs = randn(6, 2, 4, gen=gen)
+
+    def loop(cell):
+        def run(x, hx):
+            h, c = hx
+            outs = []
+            for t in range(x.size(0)):
+                h, c = cell(x[t], (h, c))
+                outs.append(h)
+            return torch.stack(outs), (h, c)
+        return run
+
+    class Loop(torch.nn.Module):
+        def __init__(self, cell):
+            super().__init__()
+            self.cell = cell
+
+        def forward(self, x, hx):
+            return loop(self.cell)(x, hx)
+
+    compare_modules(Loop(ref), Loop(dl), xs, (randn(2, 5, gen=gen), randn(2, 5, gen=gen)))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("kind", ["RNN", "LSTM"])
+def test_threads(threads, kind):
+    """Enough rows that the CPU step passes and the bias column sum split over threads (chunks of
+    16 K elements): results as torch's, whatever the split."""
+    ref, dl = module_pair(kind, 8, 64, bidirectional=True)
+    gen = make_generator(10)
+    with num_threads(threads):
+        compare_modules(ref, dl, randn(2, 300, 8, gen=gen), dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------------------
+# Whole sequences: every option of torch.nn.RNN and torch.nn.LSTM
+# --------------------------------------------------------------------------------------
+
+MODES = [("RNN", {"nonlinearity": "tanh"}), ("RNN", {"nonlinearity": "relu"}), ("LSTM", {}),
+         ("LSTM", {"proj_size": 3})]
+OPTION_GRID = [
+    pytest.param(kind, dict(kw, num_layers=layers, bidirectional=bidir, bias=bias, batch_first=bf), with_state,
+                 id=f"{kind}-{kw}-layers={layers}-bidirectional={bidir}-bias={bias}-batch_first={bf}"
+                    f"-state={with_state}")
+    for (kind, kw), layers, bidir, bias, bf, with_state in itertools.product(
+        MODES, [1, 2], [False, True], [True, False], [False, True], [False, True])
+    if not (bf and not bias)  # batch_first is independent of the rest: half of the grid is enough for it
+]
+
+
+def initial_state(kind, kwargs, batch, gen, hidden=6, unbatched=False):
+    directions = 2 if kwargs.get("bidirectional") else 1
+    layers = kwargs.get("num_layers", 1) * directions
+    lead = (layers,) if unbatched else (layers, batch)
+    state = kwargs.get("proj_size", 0) or hidden
+    if kind == "LSTM":
+        return randn(*lead, state, gen=gen), randn(*lead, hidden, gen=gen)
+    return randn(*lead, hidden, gen=gen)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("kind,kwargs,with_state", OPTION_GRID)
+def test_options(dtype, kind, kwargs, with_state):
+    ref, dl = module_pair(kind, 4, 6, **kwargs)
+    gen = make_generator(11)
+    T, B = 5, 3
+    x = randn(B, T, 4, gen=gen) if kwargs["batch_first"] else randn(T, B, 4, gen=gen)
+    hx = initial_state(kind, kwargs, B, gen) if with_state else None
+    compare_modules(ref, dl, x, hx, dtype=dtype)
+
+
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+@pytest.mark.parametrize("kind,kwargs", [("RNN", {"num_layers": 2, "bidirectional": True}),
+                                         ("LSTM", {"num_layers": 2, "bidirectional": True}),
+                                         ("LSTM", {"proj_size": 4, "batch_first": True})], ids=str)
+def test_devices(device, dtype, kind, kwargs):
+    """Every device and dtype (float16 and bfloat16 on CUDA, against torch in float32)."""
+    ref, dl = module_pair(kind, 8, 16, **kwargs)
+    gen = make_generator(12)
+    x = randn(3, 7, 8, gen=gen) if kwargs.get("batch_first") else randn(7, 3, 8, gen=gen)
+    compare_modules(ref, dl, x, initial_state(kind, kwargs, 3, gen, hidden=16), dtype=dtype, device=device)
+
+
+CUDA_PATHS = [
+    # (kind, hidden, packed): which CUDA recurrence runs
+    pytest.param("LSTM", 16, False, id="LSTM-persistent"),
+    pytest.param("RNN", 16, False, id="RNN-persistent"),
+    pytest.param("LSTM", 16, True, id="LSTM-packed-per-step"),
+    pytest.param("RNN", 16, True, id="RNN-packed-per-step"),
+    pytest.param("LSTM", 1024, False, id="LSTM-too-large-for-shared-memory-per-step"),
+    pytest.param("RNN", 4096, False, id="RNN-too-large-for-shared-memory-per-step"),
+]
+
+
+@pytest.mark.parametrize("device,dtype", [p for p in DEVICE_DTYPES if p.values[0] == "cuda"])
+@pytest.mark.parametrize("kind,hidden,packed", CUDA_PATHS)
+def test_cuda_paths(device, dtype, kind, hidden, packed):
+    """The CUDA recurrence's paths: the persistent kernels (a padded sequence that fits in shared
+    memory), and the per-step kernels (packed sequences; weights too large), both directions."""
+    ref, dl = module_pair(kind, 8, hidden, bidirectional=True)
+    gen = make_generator(21)
+    lengths = [5, 3, 3, 1]
+    x = randn(5, 4, 8, gen=gen)
+    pack = (lambda t: pack_padded_sequence(t, torch.tensor(lengths))) if packed else None
+    compare_modules(ref, dl, x, initial_state(kind, {"bidirectional": True}, 4, gen, hidden=hidden), dtype=dtype,
+                    device=device, pack=pack)
+
+
+@pytest.mark.parametrize("kind,kwargs", [("RNN", {"num_layers": 2}), ("LSTM", {"bidirectional": True}),
+                                         ("LSTM", {"proj_size": 2, "batch_first": True})], ids=str)
+@pytest.mark.parametrize("with_state", [True, False])
+def test_unbatched(kind, kwargs, with_state):
+    ref, dl = module_pair(kind, 4, 5, **kwargs)
+    gen = make_generator(13)
+    hx = initial_state(kind, kwargs, None, gen, hidden=5, unbatched=True) if with_state else None
+    y, _ = compare_modules(ref, dl, randn(6, 4, gen=gen), hx)
+    assert y[0].shape[0] == 6 and y[1].dim() == 2
+
+
+@pytest.mark.parametrize("kind,kwargs", [("RNN", {}), ("RNN", {"nonlinearity": "relu", "num_layers": 2}),
+                                         ("LSTM", {}), ("LSTM", {"num_layers": 2, "bidirectional": True}),
+                                         ("LSTM", {"proj_size": 3, "bidirectional": True, "batch_first": True}),
+                                         ("RNN", {"bidirectional": True, "bias": False})], ids=str)
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+@pytest.mark.parametrize("with_state", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_packed(kind, kwargs, enforce_sorted, with_state, dtype):
+    """PackedSequence of unequal lengths in and out: output data, h_n and c_n per sequence (at each
+    one's own last step), every gradient; unsorted lengths go through sorted_indices."""
+    ref, dl = module_pair(kind, 4, 6, **kwargs)
+    gen = make_generator(14)
+    lengths = [7, 7, 4, 2, 1] if enforce_sorted else [2, 7, 1, 5, 7]
+    B, T = len(lengths), max(lengths)
+    batch_first = kwargs.get("batch_first", False)
+    x = randn(B, T, 4, gen=gen) if batch_first else randn(T, B, 4, gen=gen)
+    hx = initial_state(kind, kwargs, B, gen) if with_state else None
+
+    def pack(t):
+        return pack_padded_sequence(t, torch.tensor(lengths), batch_first=batch_first, enforce_sorted=enforce_sorted)
+
+    compare_modules(ref, dl, x, hx, pack=pack, dtype=dtype)
+    out, _ = dl(pack(x.to(dtype)))
+    _, out_lengths = pad_packed_sequence(out, batch_first=batch_first)
+    assert out_lengths.tolist() == lengths
+
+
+def test_packed_matches_separate_sequences():
+    """Packing is only bookkeeping: each sequence of a packed batch gets what it gets alone."""
+    _, dl = module_pair("LSTM", 3, 5, bidirectional=True)
+    gen = make_generator(15)
+    seqs = [randn(n, 3, gen=gen) for n in (6, 3, 1)]
+    packed = torch.nn.utils.rnn.pack_sequence(seqs)
+    out, (h, c) = dl(packed)
+    padded, _ = pad_packed_sequence(out)
+    for b, s in enumerate(seqs):
+        alone, (h1, c1) = dl(s.unsqueeze(1))
+        assert_close_rel(padded[: len(s), b], alone[:, 0], 1e-12, f"sequence {b}")
+        assert_close_rel(h[:, b], h1[:, 0], 1e-12, f"h_n of sequence {b}")
+        assert_close_rel(c[:, b], c1[:, 0], 1e-12, f"c_n of sequence {b}")
+
+
+# --------------------------------------------------------------------------------------
+# Dropout between layers, drop-in behaviour
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM"])
+def test_dropout_one_zeroes_between_layers(kind):
+    """dropout=1 in training zeroes the second layer's input, in torch and in dlunits: a deterministic
+    comparison of the dropout path."""
+    ref, dl = module_pair(kind, 4, 5, num_layers=3, dropout=1.0)
+    ref.train(), dl.train()
+    gen = make_generator(16)
+    compare_modules(ref, dl, randn(4, 2, 4, gen=gen))
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM"])
+def test_dropout_training_and_eval(kind):
+    _, dl = module_pair(kind, 4, 8, num_layers=2, dropout=0.5)
+    x = randn(5, 3, 4, gen=make_generator(17))
+    dl.eval()
+    y_eval = dl(x)[0]
+    assert torch.equal(y_eval, dl(x)[0])
+    dl.train()
+    torch.manual_seed(1)
+    y1 = dl(x)[0]
+    torch.manual_seed(1)
+    y2 = dl(x)[0]
+    torch.manual_seed(2)
+    y3 = dl(x)[0]
+    assert torch.equal(y1, y2), "the same seed gives the same mask"
+    assert not torch.allclose(y1, y_eval) and not torch.allclose(y1, y3), "training draws a mask"
+    # The last layer's input has about half its elements zeroed: check the mask rate directly.
+    keep = torch.empty(100000, dtype=torch.float64)
+    rate = (D._dropout_mask(keep.fill_(1.0), 0.5) == 0).double().mean().item()
+    assert abs(rate - 0.5) < 0.01
+
+
+def test_state_dict_and_convert():
+    """torch's weights load unchanged; convert swaps every recurrent layer and keeps the weights."""
+    model = torch.nn.ModuleDict({"rnn": torch.nn.RNN(3, 4, num_layers=2, bidirectional=True),
+                                 "lstm": torch.nn.LSTM(4, 6, proj_size=2, bias=False),
+                                 "rnn_cell": torch.nn.RNNCell(3, 4, nonlinearity="relu"),
+                                 "lstm_cell": torch.nn.LSTMCell(3, 4)})
+    converted = dlunits.nn.convert(model)
+    for name, module in converted.items():
+        twin = dlunits.nn.TWINS[type(model[name])]
+        assert type(module) is twin and type(model[name]) is not twin
+    assert list(converted.state_dict()) == list(model.state_dict())
+    for k, v in model.state_dict().items():
+        assert torch.equal(converted.state_dict()[k], v)
+    assert "weight_hr_l0" in converted["lstm"].state_dict() and "bias_ih_l1_reverse" in converted["rnn"].state_dict()
+    fresh = dlunits.nn.LSTM(4, 6, proj_size=2, bias=False)
+    fresh.load_state_dict(model["lstm"].state_dict())  # strict: the same keys
+    fresh.flatten_parameters()
+    assert repr(fresh) == repr(model["lstm"])
+    x = torch.randn(5, 2, 4)
+    assert torch.allclose(fresh(x)[0], model["lstm"](x)[0], atol=1e-5)
+
+
+def test_double_backward_raises():
+    _, dl = module_pair("LSTM", 3, 4)
+    x = randn(4, 2, 3, gen=make_generator(18), requires_grad=True)
+    (g,) = torch.autograd.grad(dl(x)[0].sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward through the recurrent units is not implemented"):
+        g.sum().backward()
+
+
+def test_compile_lstm():
+    """torch.compile(fullgraph=True): no graph break through the fake kernels and autograd.
+
+    Dynamo refuses to trace any instance of torch.nn.RNN / GRU / LSTM (subclasses included, so
+    dlunits.nn.LSTM, which is one) unless torch._dynamo.config.allow_rnn is set: the module is compiled
+    with that flag; the same recurrence through dlunits.functional.recurrent_layers needs no flag."""
+    _, dl = module_pair("LSTM", 4, 6, num_layers=2, bidirectional=True, batch_first=True)
+    x = randn(3, 5, 4, gen=make_generator(19), requires_grad=True)
+    params = list(dl.parameters())
+    weights = dl._layer_weights()
+
+    def loss_of(out, h, c):
+        return out.square().sum() + h.sum() + c.sum()
+
+    def module_loss(x):
+        out, (h, c) = dl(x)
+        return loss_of(out, h, c)
+
+    def functional_loss(x):
+        rows = x.transpose(0, 1).reshape(-1, 4)
+        h0 = torch.zeros(4, 3, 6, dtype=x.dtype)
+        out, h, c = D.recurrent_layers("LSTM", rows, [3] * 5, h0, h0, weights, 2, True)
+        return loss_of(out, h, c)
+
+    def grads(loss):  # the compiled forward's backward graph (aot_eager) runs here
+        return torch.autograd.grad(loss, [x] + params)
+
+    expected = grads(module_loss(x))
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(allow_rnn=True):
+        compiled = grads(torch.compile(module_loss, fullgraph=True, backend="aot_eager")(x))
+    for a, b in zip(compiled, expected):
+        assert_close_rel(a, b, 1e-12, "compiled module gradient")
+    torch._dynamo.reset()
+    compiled = grads(torch.compile(functional_loss, fullgraph=True, backend="aot_eager")(x))
+    for a, b in zip(compiled, expected):
+        assert_close_rel(a, b, 1e-12, "compiled functional gradient")
+
+
+# --------------------------------------------------------------------------------------
+# gradcheck and opcheck on every op
+# --------------------------------------------------------------------------------------
+
+
+def _g(*shape, seed, scale=1.0):
+    return (randn(*shape, gen=make_generator(seed)) * scale).requires_grad_(True)
+
+
+def op_cases():
+    """(name, op, args) for every forward op, in float64, requiring grad where differentiable."""
+    B, I, H, P = 3, 4, 5, 2
+    bs_packed = [3, 3, 2, 1]
+    N = sum(bs_packed)
+    cases = []
+    for act, bias in itertools.product(["tanh", "relu"], [True, False]):
+        b = (_g(H, seed=5), _g(H, seed=6)) if bias else (None, None)
+        cases.append((f"rnn_cell-{act}-bias={bias}", ops.rnn_cell,
+                      (_g(B, I, seed=1), _g(B, H, seed=2), _g(H, I, seed=3, scale=0.5), _g(H, H, seed=4, scale=0.5),
+                       *b, act)))
+        for reverse in (False, True):
+            cases.append((f"rnn_layer-{act}-bias={bias}-reverse={reverse}", ops.rnn_layer,
+                          (_g(N, I, seed=7), _g(B, H, seed=8), _g(H, I, seed=9, scale=0.5),
+                           _g(H, H, seed=10, scale=0.5), *b, bs_packed, reverse, act)))
+    for bias in (True, False):
+        b = (_g(4 * H, seed=15), _g(4 * H, seed=16)) if bias else (None, None)
+        cases.append((f"lstm_cell-bias={bias}", ops.lstm_cell,
+                      (_g(B, I, seed=11), _g(B, H, seed=12), _g(B, H, seed=13), _g(4 * H, I, seed=14, scale=0.5),
+                       _g(4 * H, H, seed=17, scale=0.5), *b)))
+        for reverse, proj in itertools.product((False, True), (False, True)):
+            P_ = P if proj else H
+            cases.append((f"lstm_layer-bias={bias}-reverse={reverse}-proj={proj}", ops.lstm_layer,
+                          (_g(N, I, seed=18), _g(B, P_, seed=19), _g(B, H, seed=20), _g(4 * H, I, seed=21, scale=0.5),
+                           _g(4 * H, P_, seed=22, scale=0.5), *b, _g(P, H, seed=23) if proj else None, bs_packed,
+                           reverse)))
+    return cases
+
+
+OP_CASES = op_cases()
+
+
+@pytest.mark.parametrize("name,op,args", OP_CASES, ids=[c[0] for c in OP_CASES])
+def test_gradcheck(name, op, args):
+    def differentiable(*a):
+        out = op(*a)
+        return out[:3] if name.startswith("lstm_layer") else (out[:2] if name.startswith("lstm_cell") else out)
+
+    assert torch.autograd.gradcheck(differentiable, args, eps=1e-6, atol=1e-7)
+
+
+def _detached(args):
+    return tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+@pytest.mark.parametrize("name,op,args", OP_CASES, ids=[c[0] for c in OP_CASES])
+def test_opcheck(name, op, args):
+    """opcheck the forward op, then its backward op on the saved tensors it would get."""
+    torch.library.opcheck(op, args)
+    out = op(*args)
+    gen = make_generator(30)
+    a = _detached(args)
+    if name.startswith("rnn_cell"):
+        bias = a[4] is not None
+        torch.library.opcheck(ops.rnn_cell_backward,
+                              (randn(*out.shape, gen=gen), a[0], a[1], a[2], a[3], out.detach(), a[6], bias))
+    elif name.startswith("lstm_cell"):
+        hy, cy, gates = (o.detach() for o in out)
+        torch.library.opcheck(ops.lstm_cell_backward,
+                              (randn(*hy.shape, gen=gen), randn(*cy.shape, gen=gen), a[0], a[1], a[2], a[3], a[4], cy,
+                               gates, a[5] is not None))
+    elif name.startswith("rnn_layer"):
+        output, h_n = (o.detach() for o in out)
+        torch.library.opcheck(ops.rnn_layer_backward,
+                              (randn(*output.shape, gen=gen), randn(*h_n.shape, gen=gen), a[0], a[1], a[2], a[3],
+                               output, a[6], a[7], a[8], a[4] is not None))
+    else:
+        output, h_n, c_n, gates, cells = (o.detach() for o in out)
+        torch.library.opcheck(ops.lstm_layer_backward,
+                              (randn(*output.shape, gen=gen), randn(*h_n.shape, gen=gen), randn(*c_n.shape, gen=gen),
+                               a[0], a[1], a[2], a[3], a[4], a[7], output, gates, cells, a[8], a[9],
+                               a[5] is not None))
+
+
+# --------------------------------------------------------------------------------------
+# Hypothesis: random configurations, padded and packed
+# --------------------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(["RNN_TANH", "RNN_RELU", "LSTM"]), input_size=st.integers(1, 6),
+       hidden=st.integers(2, 8), layers=st.integers(1, 3), bidir=st.booleans(), bias=st.booleans(),
+       batch_first=st.booleans(), proj=st.booleans(), with_state=st.booleans(),
+       lengths=st.lists(st.integers(1, 6), min_size=1, max_size=4), packed=st.booleans(), seed=st.integers(0, 99))
+def test_hypothesis(kind, input_size, hidden, layers, bidir, bias, batch_first, proj, with_state, lengths, packed,
+                    seed):
+    kwargs = dict(num_layers=layers, bidirectional=bidir, bias=bias, batch_first=batch_first)
+    name = "LSTM" if kind == "LSTM" else "RNN"
+    if kind != "LSTM":
+        kwargs["nonlinearity"] = "relu" if kind == "RNN_RELU" else "tanh"
+    elif proj:
+        kwargs["proj_size"] = hidden - 1
+    ref, dl = module_pair(name, input_size, hidden, **kwargs)
+    gen = make_generator(seed)
+    B, T = len(lengths), max(lengths)
+    x = randn(B, T, input_size, gen=gen) if batch_first else randn(T, B, input_size, gen=gen)
+    hx = initial_state(name, kwargs, B, gen, hidden=hidden) if with_state else None
+    pack = None
+    if packed:
+        def pack(t):
+            return pack_padded_sequence(t, torch.tensor(lengths), batch_first=batch_first, enforce_sorted=False)
+    compare_modules(ref, dl, x, hx, pack=pack)
+
+
+# --------------------------------------------------------------------------------------
+# The seed's example: predict the next character of "hello"
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM"])
+def test_hello_next_character(kind):
+    """One-hot h, e, l, o (the seed's encoding); from "hell" the model learns to predict "ello":
+    after h comes e, after e l, after the first l another l, after the second l o. A recurrent layer
+    and a linear read-out y = W_y h_t + b_y, trained with Adam, reach 100% accuracy."""
+    chars = "helo"
+    onehot = torch.eye(4, dtype=torch.float64)
+    x = onehot[[chars.index(c) for c in "hell"]].unsqueeze(1)  # (T=4, B=1, 4)
+    target = torch.tensor([chars.index(c) for c in "ello"])
+    torch.manual_seed(0)
+    layer = getattr(dlunits.nn, kind)(4, 8, dtype=torch.float64)
+    readout = torch.nn.Linear(8, 4, dtype=torch.float64)
+    params = list(layer.parameters()) + list(readout.parameters())
+    optimizer = torch.optim.Adam(params, lr=0.05)
+    for _ in range(200):
+        optimizer.zero_grad()
+        logits = readout(layer(x)[0][:, 0])
+        loss = torch.nn.functional.cross_entropy(logits, target)
+        loss.backward()
+        optimizer.step()
+    predicted = readout(layer(x)[0][:, 0]).argmax(dim=1)
+    assert "".join(chars[i] for i in predicted) == "ello"
+    assert (predicted == target).double().mean().item() == 1.0
+    assert loss.item() < 0.05
+
+
+# --------------------------------------------------------------------------------------
+# Bad input: torch-like errors
+# --------------------------------------------------------------------------------------
+
+
+def _both(kind, *args, **kwargs):
+    torch.manual_seed(0)
+    return getattr(torch.nn, kind)(*args, **kwargs), getattr(dlunits.nn, kind)(*args, **kwargs)
+
+
+def _same_error(fn_ref, fn_dl, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        fn_ref()
+    with pytest.raises(exc, match=pattern):
+        fn_dl()
+
+
+def _x(*shape):
+    return torch.randn(*shape, generator=make_generator(len(shape)))
+
+
+CELL_ERRORS = [
+    ("input-size", lambda m: m(_x(3, 4)), RuntimeError, r"input has inconsistent input_size: got 4 expected 5"),
+    ("hidden-size", lambda m: m(_x(3, 5), _x(3, 7)), RuntimeError,
+     r"hidden0 has inconsistent hidden_size: got 7, expected 6"),
+    ("batch-mismatch", lambda m: m(_x(3, 5), _x(2, 6)), RuntimeError,
+     r"Input batch size 3 doesn't match hidden0 batch size 2"),
+    ("input-3d", lambda m: m(_x(2, 3, 5)), ValueError, r"RNNCell: Expected input to be 1D or 2D, got 3D instead"),
+]
+
+
+@pytest.mark.parametrize("case", CELL_ERRORS, ids=[c[0] for c in CELL_ERRORS])
+def test_cell_errors(case):
+    _, call, exc, pattern = case
+    ref, dl = _both("RNNCell", 5, 6)
+    _same_error(lambda: call(ref), lambda: call(dl), exc, pattern)
+
+
+LSTM_CELL_ERRORS = [
+    ("cell-size", lambda m: m(_x(3, 5), (_x(3, 6), _x(3, 4))), RuntimeError,
+     r"hidden1 has inconsistent hidden_size: got 4, expected 6"),
+    ("cell-batch", lambda m: m(_x(3, 5), (_x(3, 6), _x(2, 6))), RuntimeError,
+     r"Input batch size 3 doesn't match hidden1 batch size 2"),
+]
+
+
+@pytest.mark.parametrize("case", LSTM_CELL_ERRORS, ids=[c[0] for c in LSTM_CELL_ERRORS])
+def test_lstm_cell_errors(case):
+    _, call, exc, pattern = case
+    ref, dl = _both("LSTMCell", 5, 6)
+    _same_error(lambda: call(ref), lambda: call(dl), exc, pattern)
+
+
+SEQUENCE_ERRORS = [
+    ("input-size", lambda m: m(_x(4, 2, 3)), RuntimeError,
+     r"input.size\(-1\) must be equal to input_size. Expected 5, got 3"),
+    ("input-4d", lambda m: m(_x(4, 2, 3, 5)), ValueError, r"Expected input to be 2D or 3D, got 4D"),
+    ("hidden-shape", lambda m: m(_x(4, 2, 5), _x(1, 2, 7)), RuntimeError,
+     r"Expected hidden size \(1, 2, 6\), got \[1, 2, 7\]"),
+    ("batch-mismatch", lambda m: m(_x(4, 2, 5), _x(1, 3, 6)), RuntimeError,
+     r"Expected hidden size \(1, 2, 6\), got \[1, 3, 6\]"),
+    ("hidden-2d-for-batched", lambda m: m(_x(4, 2, 5), _x(2, 6)), RuntimeError,
+     r"For batched 3-D input, hx should also be 3-D but got 2-D tensor"),
+]
+
+
+@pytest.mark.parametrize("case", SEQUENCE_ERRORS, ids=[c[0] for c in SEQUENCE_ERRORS])
+def test_rnn_errors(case):
+    _, call, exc, pattern = case
+    ref, dl = _both("RNN", 5, 6)
+    _same_error(lambda: call(ref), lambda: call(dl), exc, pattern)
+
+
+def test_lstm_errors():
+    ref, dl = _both("LSTM", 5, 6)
+    good = _x(1, 2, 6)
+    _same_error(lambda: ref(_x(4, 2, 5), (good, _x(1, 3, 6))), lambda: dl(_x(4, 2, 5), (good, _x(1, 3, 6))),
+                RuntimeError, r"Expected hidden\[1\] size \(1, 2, 6\), got \[1, 3, 6\]")
+    _same_error(lambda: ref(_x(4, 2, 5), (_x(2, 6), good)), lambda: dl(_x(4, 2, 5), (_x(2, 6), good)),
+                RuntimeError, r"hx and cx should also be 3-D but got \(2-D, 3-D\) tensors")
+    _same_error(lambda: ref(_x(4, 2, 5).double()), lambda: dl(_x(4, 2, 5).double()), ValueError,
+                r"RNN input dtype \(torch.float64\) does not match weight dtype \(torch.float32\)")
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM"])
+@pytest.mark.parametrize("kwargs,exc,pattern", [
+    ({"num_layers": 0}, ValueError, r"num_layers must be greater than zero"),
+    ({"dropout": 1.5}, ValueError, r"dropout should be a number in range \[0, 1\]"),
+    ({"dropout": -0.1}, ValueError, r"dropout should be a number in range \[0, 1\]"),
+], ids=["num_layers=0", "dropout=1.5", "dropout=-0.1"])
+def test_constructor_errors(kind, kwargs, exc, pattern):
+    _same_error(lambda: getattr(torch.nn, kind)(5, 6, **kwargs), lambda: getattr(dlunits.nn, kind)(5, 6, **kwargs),
+                exc, pattern)
+
+
+OP_ERRORS = [
+    ("nonlinearity", lambda: ops.rnn_cell(_x(2, 3), _x(2, 4), _x(4, 3), _x(4, 4), None, None, "sigmoid"),
+     r"expected nonlinearity to be 'tanh' or 'relu', but got 'sigmoid'"),
+    ("weight-hh", lambda: ops.rnn_cell(_x(2, 3), _x(2, 4), _x(4, 3), _x(4, 5), None, None, "tanh"),
+     r"expected weight_hh of size \[4, 4\] to match weight_ih of size \[4, 3\], but got weight_hh of size \[4, 5\]"),
+    ("lstm-weight-rows", lambda: ops.lstm_cell(_x(2, 3), _x(2, 4), _x(2, 4), _x(6, 3), _x(6, 4), None, None),
+     r"expected weight_ih to have a positive multiple of 4 rows"),
+    ("bias", lambda: ops.rnn_cell(_x(2, 3), _x(2, 4), _x(4, 3), _x(4, 4), _x(5), None, "tanh"),
+     r"expected bias_ih of size \[4\], but got \[5\]"),
+    ("batch-sizes-sum",
+     lambda: ops.rnn_layer(_x(5, 3), _x(2, 4), _x(4, 3), _x(4, 4), None, None, [2, 2], False, "tanh"),
+     r"expected input to have sum\(batch_sizes\) = 4 rows, but got 5 rows"),
+    ("batch-sizes-increasing", lambda: ops.rnn_layer(_x(5, 3), _x(2, 4), _x(4, 3), _x(4, 4), None, None, [2, 3],
+                                                     False, "tanh"),
+     r"expected batch_sizes to be positive and non-increasing"),
+    ("batch-sizes-empty", lambda: ops.rnn_layer(_x(0, 3), _x(2, 4), _x(4, 3), _x(4, 4), None, None, [], False, "tanh"),
+     r"expected batch_sizes to have at least one time step"),
+    ("proj", lambda: ops.lstm_layer(_x(4, 3), _x(2, 5), _x(2, 4), _x(16, 3), _x(16, 5), None, None, _x(5, 4), [2, 2],
+                                    False),
+     r"expected weight_hr of size \(proj_size, 4\) with 0 < proj_size < 4"),
+    ("dtype", lambda: ops.rnn_cell(_x(2, 3), _x(2, 4).double(), _x(4, 3), _x(4, 4), None, None, "tanh"),
+     r"expected input and hidden0 to have the same dtype"),
+    ("half-on-cpu", lambda: ops.rnn_cell(_x(2, 3).half(), _x(2, 4).half(), _x(4, 3).half(), _x(4, 4).half(), None,
+                                         None, "tanh"),
+     r"on the CPU input must be float32 or float64"),
+]
+
+
+@pytest.mark.parametrize("case", OP_ERRORS, ids=[c[0] for c in OP_ERRORS])
+def test_op_errors(case):
+    """The ops' own checks, in eager mode and under FakeTensorMode (the fake kernels' shared C++ checks)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    _, call, pattern = case
+    with pytest.raises(RuntimeError, match=pattern):
+        call()
+    with FakeTensorMode(), pytest.raises(RuntimeError, match=pattern):
+        call()

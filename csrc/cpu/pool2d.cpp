@@ -122,20 +122,26 @@ void max_backward_plane_by_window(const scalar_t* dy, const scalar_t* x, scalar_
   }
 }
 
-// Σ of n consecutive elements in kLanes partial sums: the inner loop is one vector add.
+// Σ of n consecutive elements in two vectors of kLanes partial sums (two, so that consecutive
+// vector adds do not wait on each other), reduced pairwise.
 constexpr int64_t kLanes = 8;
 
 template <typename scalar_t>
 scalar_t contiguous_sum(const scalar_t* __restrict__ p, int64_t n) {
-  scalar_t lanes[kLanes] = {};
+  scalar_t even[kLanes] = {}, odd[kLanes] = {};
   int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) {
-    for (int64_t lane = 0; lane < kLanes; ++lane) lanes[lane] += p[j + lane];
+  for (; j + 2 * kLanes <= n; j += 2 * kLanes) {
+    for (int64_t lane = 0; lane < kLanes; ++lane) {
+      even[lane] += p[j + lane];
+      odd[lane] += p[j + kLanes + lane];
+    }
   }
-  for (; j < n; ++j) lanes[0] += p[j];
-  scalar_t sum = 0;
-  for (int64_t lane = 0; lane < kLanes; ++lane) sum += lanes[lane];
-  return sum;
+  for (; j < n; ++j) even[j % kLanes] += p[j];
+  for (int64_t lane = 0; lane < kLanes; ++lane) even[lane] += odd[lane];
+  for (int64_t width = kLanes / 2; width > 0; width /= 2) {
+    for (int64_t lane = 0; lane < width; ++lane) even[lane] += even[lane + width];
+  }
+  return even[0];
 }
 
 // Σ over a window of a plane. Adaptive windows are contiguous along W, and a window of whole
@@ -179,7 +185,13 @@ void avg_backward_plane_by_window(const scalar_t* dy, scalar_t* dx, const Pool2d
       const auto& tw = cols[ow];
       const scalar_t share = dy[oh * g.w.out + ow] / static_cast<scalar_t>(div.at(oh, ow));
       for (int64_t i = 0, ih = th.first; i < th.count; ++i, ih += th.step) {
-        for (int64_t j = 0, iw = tw.first; j < tw.count; ++j, iw += tw.step) dx[ih * g.w.in + iw] += share;
+        scalar_t* __restrict__ row = dx + ih * g.w.in + tw.first;
+        const int64_t count = tw.count;
+        if (tw.step == 1) {  // adaptive windows: a contiguous run, one vector loop
+          for (int64_t j = 0; j < count; ++j) row[j] += share;
+        } else {
+          for (int64_t j = 0; j < count; ++j) row[j * tw.step] += share;
+        }
       }
     }
   }

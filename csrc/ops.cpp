@@ -13,6 +13,7 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include "linear_checks.h"
 #include "shape_checks.h"
 
 TORCH_LIBRARY(dlunits, m) {
@@ -27,6 +28,14 @@ TORCH_LIBRARY(dlunits, m) {
   // Conv2d's padding_mode: mode is 'reflect', 'replicate' or 'circular'.
   m.def("pad2d(Tensor input, int[4] padding, str mode) -> Tensor");
   m.def("pad2d_backward(Tensor grad_output, int[4] padding, str mode) -> Tensor");
+  // The dense unit: y[*, o] = act(bias[o] + Σ_i input[*, i] · weight[o, i]), act one of
+  // 'none', 'relu', 'sigmoid', 'tanh' (the fused epilogue).
+  m.def("linear(Tensor input, Tensor weight, Tensor? bias, str activation=\"none\") -> Tensor");
+  // grad_output · act'(output): the epilogue's backward, from the forward's output.
+  m.def("linear_activation_backward(Tensor grad_output, Tensor output, str activation) -> Tensor");
+  m.def("linear_backward_input(Tensor grad_output, Tensor weight) -> Tensor");
+  m.def("linear_backward_weight(Tensor grad_output, Tensor input) -> Tensor");
+  m.def("linear_backward_bias(Tensor grad_output) -> Tensor");
 }
 
 namespace {
@@ -80,6 +89,29 @@ std::vector<int64_t> pad2d_backward_size(const at::Tensor& grad_output, std::vec
   return dlunits::pad2d_input_sizes(grad_output, g);
 }
 
+std::vector<int64_t> linear_output_size(const at::Tensor& input, const at::Tensor& weight,
+                                        const std::optional<at::Tensor>& bias, const std::string& activation) {
+  return dlunits::check_linear(input, weight, bias, activation).output_sizes();
+}
+
+void check_linear_activation_backward(const at::Tensor& grad_output, const at::Tensor& output,
+                                      const std::string& activation) {
+  dlunits::check_linear_activation_backward(grad_output, output, activation);
+}
+
+std::vector<int64_t> linear_backward_input_size(const at::Tensor& grad_output, const at::Tensor& weight) {
+  return dlunits::check_linear_backward_input(grad_output, weight).input_sizes();
+}
+
+std::vector<int64_t> linear_backward_weight_size(const at::Tensor& grad_output, const at::Tensor& input) {
+  const auto g = dlunits::check_linear_backward_weight(grad_output, input);
+  return {g.out_features, g.in_features};
+}
+
+int64_t linear_backward_bias_size(const at::Tensor& grad_output) {
+  return dlunits::check_linear_backward_bias(grad_output);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -96,6 +128,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Whether pad2d (or pad2d_backward) gives a channels_last result for this tensor and mode");
   m.def("pad2d_output_size", &pad2d_output_size, "Checks pad2d's arguments; returns the output size");
   m.def("pad2d_backward_size", &pad2d_backward_size, "Checks pad2d_backward's arguments; returns the input size");
+  m.def("linear_output_size", &linear_output_size, "Checks linear's arguments; returns the output size");
+  m.def("check_linear_activation_backward", &check_linear_activation_backward);
+  m.def("linear_backward_input_size", &linear_backward_input_size,
+        "Checks linear_backward_input's arguments; returns the input gradient's size");
+  m.def("linear_backward_weight_size", &linear_backward_weight_size,
+        "Checks linear_backward_weight's arguments; returns the weight gradient's size");
+  m.def("linear_backward_bias_size", &linear_backward_bias_size,
+        "Checks linear_backward_bias's argument; returns out_features");
   m.def("cuda_compiled", []() {
 #ifdef DLUNITS_WITH_CUDA
     return true;

@@ -81,3 +81,22 @@ def pad(input: torch.Tensor, pad: Sequence[int], mode: str = "reflect") -> torch
                          f"but got pad={pad}")
     left, right, top, bottom = pad
     return _ops.pad2d(input, [top, bottom, left, right], mode)
+
+
+_ACTIVATIONS = {None: "none", "none": "none", "identity": "none", "relu": "relu", "sigmoid": "sigmoid",
+                "tanh": "tanh"}
+
+
+def linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, *,
+           activation: Optional[str] = None) -> torch.Tensor:
+    """The linear of torch.nn.functional, same signature: input (*, in_features) times weightᵀ
+    (weight is (out_features, in_features)) plus bias (out_features), on every leading dimension.
+
+    dlunits' own keyword activation fuses an activation into the same pass over the output:
+    None (or 'identity'), 'relu', 'sigmoid' or 'tanh'; e.g. linear(x, w, b, activation='relu') is
+    relu(linear(x, w, b)), and its backward needs only the output.
+    """
+    if activation not in _ACTIVATIONS:
+        raise ValueError("dlunits.functional.linear: expected activation to be one of None, 'identity', 'relu', "
+                         f"'sigmoid', 'tanh', but got activation={activation!r}")
+    return _ops.linear(input, weight, bias, _ACTIVATIONS[activation])

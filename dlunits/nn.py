@@ -10,7 +10,7 @@ import torch
 
 from . import functional
 
-__all__ = ["Conv2d", "convert"]
+__all__ = ["Conv2d", "Linear", "convert"]
 
 
 class Conv2d(torch.nn.Conv2d):
@@ -26,6 +26,35 @@ class Conv2d(torch.nn.Conv2d):
 
 # torch.nn layer -> its dlunits twin. Later units add themselves here.
 TWINS = {torch.nn.Conv2d: Conv2d}
+
+
+class Linear(torch.nn.Linear):
+    """torch.nn.Linear, computed by dlunits.functional.linear.
+
+    One keyword of dlunits' own, activation (None, 'relu', 'sigmoid' or 'tanh'), fuses that
+    activation into the layer's pass over its output; with the default None the layer is exactly
+    torch.nn.Linear (same parameters, state_dict keys and repr).
+    """
+
+    activation = None  # a class default, so that convert() of a torch.nn.Linear finds it
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *,
+                 activation=None):
+        super().__init__(in_features, out_features, bias, device, dtype)
+        if activation not in functional._ACTIVATIONS:
+            raise ValueError("dlunits.nn.Linear: expected activation to be one of None, 'relu', 'sigmoid', "
+                             f"'tanh', but got activation={activation!r}")
+        self.activation = activation
+
+    def forward(self, input):
+        return functional.linear(input, self.weight, self.bias, activation=self.activation)
+
+    def extra_repr(self):
+        text = super().extra_repr()
+        return text if self.activation is None else f"{text}, activation={self.activation!r}"
+
+
+TWINS[torch.nn.Linear] = Linear
 
 
 def _twin(module: torch.nn.Module) -> torch.nn.Module:

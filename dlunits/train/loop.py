@@ -161,6 +161,8 @@ def train(config: dict, units: str = "dlunits", out_dir: Optional[str] = None, d
         if done:
             break
         began = time.perf_counter()
+        for group in optimizer.param_groups:  # a function of the epoch alone: resuming needs no scheduler state
+            group["lr"] = t["lr"] * t["lr_decay"] ** epoch
         order = _epoch_order(n, t["seed"], epoch)
         model.train()
         seen_loss, seen_hits, seen = 0.0, 0, 0
@@ -217,6 +219,9 @@ def train(config: dict, units: str = "dlunits", out_dir: Optional[str] = None, d
                               torch.Generator().manual_seed(t["seed"]))
         history["generated"] = task.chars.decode(text)
     history["model_repr"] = repr(model)
+    # Which implementation ran each kind of layer: dlunits.nn.* where dlunits has a twin.
+    history["layers"] = sorted({f"{type(m).__module__}.{type(m).__name__}" for m in model.modules()
+                                if not list(m.children())})
     if rank == 0 and out_dir:
         write_metrics(history, out_dir)
     return history

@@ -11,7 +11,11 @@ STYLE = {"dlunits": {"color": "tab:blue", "linestyle": "-"}, "torch": {"color": 
 
 
 def plot_curves(results: Dict[str, Dict], path: str, title: str = "") -> None:
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    """loss per step, accuracy per epoch and, for two runs, |loss difference| per step: in float64 it
+    stays at rounding level; in float32 rounding differences grow through training (chaos of SGD)."""
+    both = len(results) == 2
+    fig, axes = plt.subplots(1, 3 if both else 2, figsize=(15 if both else 11, 4), layout="constrained")
+    loss_ax, acc_ax = axes[0], axes[1]
     for units, r in results.items():
         style = STYLE.get(units, {})
         steps = [s["step"] for s in r["steps"]]
@@ -26,7 +30,18 @@ def plot_curves(results: Dict[str, Dict], path: str, title: str = "") -> None:
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend()
+    if both:
+        a, b = (r["steps"] for r in results.values())
+        diff = [max(abs(x["loss"] - y["loss"]), 1e-17) for x, y in zip(a, b)]
+        axes[2].plot([x["step"] for x in a], diff, color="tab:green", linewidth=0.8)
+        axes[2].set(xlabel="step", ylabel="|loss dlunits - loss torch|", yscale="log",
+                    title="difference per step (1e-17 = identical)")
+        axes[2].grid(alpha=0.3)
     first = next(iter(results.values()))
-    fig.suptitle(f"{title}: {first['model']} on {first['data']}", fontsize=9)
+    heading = f"{title}: {first['model']} on {first['data']}, {first['dtype']}"
+    if len(results) == 2:
+        a, b = ([s["loss"] for s in r["steps"]] for r in results.values())
+        heading += f"; largest step-loss difference {max((abs(x - y) for x, y in zip(a, b)), default=0.0):.1e}"
+    fig.suptitle(heading, fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)

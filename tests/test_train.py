@@ -220,3 +220,17 @@ def test_ddp_two_processes_gloo(tmp_path):
     single = train(load_config(path), "dlunits", progress=False)
     single_losses = [s["loss"] for s in single["steps"]]
     assert max(abs(a - b) for a, b in zip(losses, single_losses)) < 1e-3
+
+
+def test_console_script_entry_point():
+    """pyproject.toml's dlunits-train names a main that exists and takes argv (the same as python -m)."""
+    import tomllib
+
+    import dlunits.train.__main__ as entry
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)
+    assert project["project"]["scripts"]["dlunits-train"] == "dlunits.train.__main__:main"
+    assert "dlunits.train" in project["tool"]["setuptools"]["packages"]
+    with pytest.raises(SystemExit) as info:
+        entry.main(["--help"])
+    assert info.value.code == 0

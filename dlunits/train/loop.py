@@ -176,7 +176,8 @@ def train(config: dict, units: str = "dlunits", out_dir: Optional[str] = None, d
             loss.backward()
             optimizer.step()
             # The global batch's mean loss and hits (ranks may hold unequal shares of the last batch).
-            stats = torch.tensor([float(loss.detach()) * count, hits, count], dtype=torch.float64)
+            stats = torch.tensor([float(loss.detach()) * count, hits, count], dtype=torch.float64,
+                                 device=dev if world > 1 else "cpu")  # NCCL reduces CUDA tensors only
             if world > 1:
                 dist.all_reduce(stats)
             step_loss = float(stats[0] / stats[2])

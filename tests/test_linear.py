@@ -403,3 +403,13 @@ def test_fast_float_activations(activation):
     assert (err <= bound).all(), f"z={z[finite][worst].item()!r}: {y[finite][worst].item()!r} vs {exact[finite][worst].item()!r}"
     assert torch.isnan(y[~finite]).all() and torch.isnan(y[-1])
     torch.testing.assert_close(y, TORCH_ACTIVATION[activation](z), rtol=1e-6, atol=1e-7, equal_nan=True)
+
+
+@pytest.mark.parametrize("device,dtype", [p for p in DEVICE_DTYPES if p.values[0] == "cuda"])
+@pytest.mark.parametrize("rows,in_features,out_features", [(70000, 3, 3), (5, 7, 1000), (1, 1, 1), (33, 65, 257)])
+def test_cuda_epilogue_and_reduction_shapes(device, dtype, rows, in_features, out_features):
+    """Grid-stride epilogues over many small rows or few wide ones, and the bias reduction over
+    70,000 rows (thousands of rows per thread lane)."""
+    tensors = linear_case(make_generator(18), leading=(rows,), in_features=in_features, out_features=out_features)
+    for activation in ACTIVATIONS:
+        compare_with_torch(*linear_pair(activation), tensors, dtype=dtype, device=device)

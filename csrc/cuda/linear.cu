@@ -15,15 +15,15 @@
 // linear does. Everything element-wise and the reduction are ours; they compute in
 // float for float16/bfloat16/float32 and in double for float64.
 //
-// Epilogue kernels: a block of 256 threads covers 256 consecutive columns, so each
-// thread reads its bias once and neighbouring threads touch neighbouring
-// elements; blocks stride over the rows (grid.y ≤ 65535). Bias reduction: a block
-// of 32 × 16 threads owns 32 columns; each thread sums every 16th row of one
-// column, then the 16 partial sums are added in a fixed order.
+// Epilogue kernels: element-wise over the flat [M, N] output, grid-stride, so that
+// neighbouring threads touch neighbouring elements whatever N (a 10-class output
+// keeps every thread busy too); the bias index is the element's column, i mod N.
+// Bias reduction: a block of 32 × 16 threads owns 32 columns; each thread sums
+// every 16th row of one column, then the 16 partial sums are added in a fixed order.
 //
 // Cost: each product 2·M·N·K FLOPs; the epilogue reads and writes y once (plus
 // N bias values), its backward reads dy and y and writes gz; the bias reduction
-// reads gz once. Index math is int32 when M·N < 2^31, int64 otherwise. Launches go
+// reads gz once. Index math is int32 when M·N plus a grid's stride < 2^31, int64 otherwise. Launches go
 // on the current stream under a device guard, each followed by a launch check.
 // Build: part of dlunits._C (setup.py with DLUNITS_CUDA=1); run: make gpu-check.
 #include <ATen/ATen.h>
@@ -43,10 +43,10 @@
 namespace dlunits {
 namespace {
 
-constexpr int kColumnsPerBlock = 256;  // epilogue: threads per block, one column each
+constexpr int kEpilogueThreads = 256;
+constexpr int64_t kMaxEpilogueBlocks = int64_t{1} << 16;  // grid-stride beyond: 2^24 threads at most
 constexpr int kReduceColumns = 32;     // bias reduction: columns per block (one warp wide)
 constexpr int kReduceRows = 16;        // bias reduction: row lanes per column
-constexpr int64_t kMaxGridY = 65535;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -83,29 +83,25 @@ void dispatch_activation(Activation act, F&& f) {
   }
 }
 
-// y[r, o] = act(y[r, o] + b[o]) for a contiguous [M, N] y; b may be null.
+// y[i] = act(y[i] + b[i mod N]) over a contiguous y of `numel` elements, N per row; b may be null.
 template <typename scalar_t, Activation act, typename index_t>
-__global__ void __launch_bounds__(kColumnsPerBlock)
-    forward_epilogue_kernel(scalar_t* y, const scalar_t* b, index_t M, index_t N) {
+__global__ void __launch_bounds__(kEpilogueThreads)
+    forward_epilogue_kernel(scalar_t* y, const scalar_t* b, index_t numel, index_t N) {
   using acc_t = at::opmath_type<scalar_t>;
-  const index_t o = static_cast<index_t>(blockIdx.x) * kColumnsPerBlock + threadIdx.x;
-  if (o >= N) return;
-  const acc_t bias = b != nullptr ? static_cast<acc_t>(b[o]) : acc_t(0);
-  for (index_t r = blockIdx.y; r < M; r += gridDim.y) {
-    const index_t i = r * N + o;
+  const index_t stride = static_cast<index_t>(gridDim.x) * kEpilogueThreads;
+  for (index_t i = static_cast<index_t>(blockIdx.x) * kEpilogueThreads + threadIdx.x; i < numel; i += stride) {
+    const acc_t bias = b != nullptr ? static_cast<acc_t>(b[i % N]) : acc_t(0);
     y[i] = static_cast<scalar_t>(activate<act>(static_cast<acc_t>(y[i]) + bias));
   }
 }
 
-// gz = dy ⊙ act'(y), element-wise over contiguous [M, N] tensors.
+// gz = dy ⊙ act'(y), element-wise over contiguous tensors of `numel` elements.
 template <typename scalar_t, Activation act, typename index_t>
-__global__ void __launch_bounds__(kColumnsPerBlock)
-    backward_epilogue_kernel(const scalar_t* dy, const scalar_t* y, scalar_t* gz, index_t M, index_t N) {
+__global__ void __launch_bounds__(kEpilogueThreads)
+    backward_epilogue_kernel(const scalar_t* dy, const scalar_t* y, scalar_t* gz, index_t numel) {
   using acc_t = at::opmath_type<scalar_t>;
-  const index_t o = static_cast<index_t>(blockIdx.x) * kColumnsPerBlock + threadIdx.x;
-  if (o >= N) return;
-  for (index_t r = blockIdx.y; r < M; r += gridDim.y) {
-    const index_t i = r * N + o;
+  const index_t stride = static_cast<index_t>(gridDim.x) * kEpilogueThreads;
+  for (index_t i = static_cast<index_t>(blockIdx.x) * kEpilogueThreads + threadIdx.x; i < numel; i += stride) {
     gz[i] = static_cast<scalar_t>(activation_grad<act>(static_cast<acc_t>(dy[i]), static_cast<acc_t>(y[i])));
   }
 }
@@ -132,19 +128,19 @@ __global__ void __launch_bounds__(kReduceColumns* kReduceRows)
   }
 }
 
-// Calls f(int32_t{}) when every element index (and a block's stride past the end) fits
-// int32, f(int64_t{}) otherwise.
+// Calls f(int32_t{}) when every element index, and an index one grid stride past the end
+// (at most 2^24: kMaxEpilogueBlocks · kEpilogueThreads), fits int32; f(int64_t{}) otherwise.
 template <typename F>
-void dispatch_index_type(int64_t numel, int64_t columns, F&& f) {
-  if (numel + columns + kColumnsPerBlock < (int64_t{1} << 31)) {
+void dispatch_index_type(int64_t numel, F&& f) {
+  if (numel + kMaxEpilogueBlocks * kEpilogueThreads < (int64_t{1} << 31)) {
     f(int32_t{});
   } else {
     f(int64_t{});
   }
 }
 
-dim3 epilogue_grid(int64_t M, int64_t N) {
-  return dim3(static_cast<unsigned>(ceil_div(N, kColumnsPerBlock)), static_cast<unsigned>(std::min(M, kMaxGridY)));
+unsigned epilogue_blocks(int64_t numel) {
+  return static_cast<unsigned>(std::min(ceil_div(numel, kEpilogueThreads), kMaxEpilogueBlocks));
 }
 
 at::Tensor linear_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
@@ -158,16 +154,14 @@ at::Tensor linear_cuda(const at::Tensor& input, const at::Tensor& weight, const 
   if (y.numel() == 0) return y.view(g.output_sizes());
   at::mm_out(y, x, weight.t());
   if (act == Activation::None && !b.defined()) return y.view(g.output_sizes());
-  TORCH_CHECK(ceil_div(g.out_features, kColumnsPerBlock) <= std::numeric_limits<int32_t>::max(),
-              "dlunits.linear: out_features=", g.out_features, " is too large for the CUDA epilogue's grid");
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "dlunits_linear_cuda", [&] {
     dispatch_activation(act, [&](auto tag) {
-      dispatch_index_type(y.numel(), g.out_features, [&](auto index_tag) {
+      dispatch_index_type(y.numel(), [&](auto index_tag) {
         using index_t = decltype(index_tag);
         forward_epilogue_kernel<scalar_t, decltype(tag)::value, index_t>
-            <<<epilogue_grid(g.rows, g.out_features), kColumnsPerBlock, 0, at::cuda::getCurrentCUDAStream()>>>(
+            <<<epilogue_blocks(y.numel()), kEpilogueThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
                 y.data_ptr<scalar_t>(), b.defined() ? b.data_ptr<scalar_t>() : nullptr,
-                static_cast<index_t>(g.rows), static_cast<index_t>(g.out_features));
+                static_cast<index_t>(y.numel()), static_cast<index_t>(g.out_features));
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -184,17 +178,15 @@ at::Tensor linear_activation_backward_cuda(const at::Tensor& grad_output, const 
   const at::Tensor y = output.contiguous();
   at::Tensor gz = at::empty(dy.sizes(), dy.options());
   if (gz.numel() == 0) return gz;
-  // Seen as [M, N] with N the last dimension (1 for a 0-D tensor).
-  const int64_t N = dy.dim() > 0 ? dy.size(-1) : 1, M = gz.numel() / N;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(),
                                   "dlunits_linear_activation_backward_cuda", [&] {
     dispatch_activation(act, [&](auto tag) {
-      dispatch_index_type(gz.numel(), N, [&](auto index_tag) {
+      dispatch_index_type(gz.numel(), [&](auto index_tag) {
         using index_t = decltype(index_tag);
         backward_epilogue_kernel<scalar_t, decltype(tag)::value, index_t>
-            <<<epilogue_grid(M, N), kColumnsPerBlock, 0, at::cuda::getCurrentCUDAStream()>>>(
-                dy.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>(), static_cast<index_t>(M),
-                static_cast<index_t>(N));
+            <<<epilogue_blocks(gz.numel()), kEpilogueThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+                dy.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>(),
+                static_cast<index_t>(gz.numel()));
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -229,7 +221,7 @@ at::Tensor linear_backward_bias_cuda(const at::Tensor& grad_output) {
   const int64_t M = gz.numel() / N;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gz.scalar_type(), "dlunits_linear_backward_bias_cuda",
                                   [&] {
-    dispatch_index_type(gz.numel(), N, [&](auto index_tag) {
+    dispatch_index_type(gz.numel(), [&](auto index_tag) {
       using index_t = decltype(index_tag);
       const dim3 block(kReduceColumns, kReduceRows);
       bias_grad_kernel<scalar_t, index_t>

@@ -241,7 +241,7 @@ def bad_suite(unit="conv2d", dtypes="[float32]", H="8"):
 
 
 @pytest.mark.parametrize("text, line, message", [
-    (bad_suite(unit="conv3d"), 6, "unknown unit 'conv3d' (known: conv2d, linear)"),
+    (bad_suite(unit="conv3d"), 6, f"unknown unit 'conv3d' (known: {', '.join(units.UNITS)})"),
     (bad_suite(H="-3"), 12, "shape parameter 'H' must be an integer >= 1, got -3"),
     (bad_suite(H="big"), 12, "shape parameter 'H' must be an integer >= 1, got 'big'"),
     (bad_suite(H="{cpu: 8}"), 12, "shape parameter 'H' has no value for cuda"),

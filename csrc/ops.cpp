@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include "recurrent_checks.h"
+#include "linear_checks.h"
 #include "shape_checks.h"
 
 TORCH_LIBRARY(dlunits, m) {
@@ -77,6 +78,14 @@ TORCH_LIBRARY(dlunits, m) {
         "Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? weight_hr, Tensor output, Tensor gates, "
         "Tensor cells, int[] batch_sizes, bool reverse, bool has_bias) -> (Tensor grad_input, Tensor grad_h0, "
         "Tensor grad_c0, Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias, Tensor grad_weight_hr)");
+  // The dense unit: y[*, o] = act(bias[o] + Σ_i input[*, i] · weight[o, i]), act one of
+  // 'none', 'relu', 'sigmoid', 'tanh' (the fused epilogue).
+  m.def("linear(Tensor input, Tensor weight, Tensor? bias, str activation=\"none\") -> Tensor");
+  // grad_output · act'(output): the epilogue's backward, from the forward's output.
+  m.def("linear_activation_backward(Tensor grad_output, Tensor output, str activation) -> Tensor");
+  m.def("linear_backward_input(Tensor grad_output, Tensor weight) -> Tensor");
+  m.def("linear_backward_weight(Tensor grad_output, Tensor input) -> Tensor");
+  m.def("linear_backward_bias(Tensor grad_output) -> Tensor");
 }
 
 namespace {
@@ -225,6 +234,29 @@ void check_recurrent_backward_tensor(const at::Tensor& input, const at::Tensor& 
   dlunits::check_backward_tensor(op.c_str(), input, name.c_str(), t, size);
 }
 
+std::vector<int64_t> linear_output_size(const at::Tensor& input, const at::Tensor& weight,
+                                        const std::optional<at::Tensor>& bias, const std::string& activation) {
+  return dlunits::check_linear(input, weight, bias, activation).output_sizes();
+}
+
+void check_linear_activation_backward(const at::Tensor& grad_output, const at::Tensor& output,
+                                      const std::string& activation) {
+  dlunits::check_linear_activation_backward(grad_output, output, activation);
+}
+
+std::vector<int64_t> linear_backward_input_size(const at::Tensor& grad_output, const at::Tensor& weight) {
+  return dlunits::check_linear_backward_input(grad_output, weight).input_sizes();
+}
+
+std::vector<int64_t> linear_backward_weight_size(const at::Tensor& grad_output, const at::Tensor& input) {
+  const auto g = dlunits::check_linear_backward_weight(grad_output, input);
+  return {g.out_features, g.in_features};
+}
+
+int64_t linear_backward_bias_size(const at::Tensor& grad_output) {
+  return dlunits::check_linear_backward_bias(grad_output);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -262,6 +294,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("check_rnn_activation", &check_rnn_activation, "Checks an RNN's nonlinearity ('tanh' or 'relu')");
   m.def("check_recurrent_backward_tensor", &check_recurrent_backward_tensor,
         "Checks a recurrent backward op's tensor argument against input and an expected size");
+  m.def("linear_output_size", &linear_output_size, "Checks linear's arguments; returns the output size");
+  m.def("check_linear_activation_backward", &check_linear_activation_backward);
+  m.def("linear_backward_input_size", &linear_backward_input_size,
+        "Checks linear_backward_input's arguments; returns the input gradient's size");
+  m.def("linear_backward_weight_size", &linear_backward_weight_size,
+        "Checks linear_backward_weight's arguments; returns the weight gradient's size");
+  m.def("linear_backward_bias_size", &linear_backward_bias_size,
+        "Checks linear_backward_bias's argument; returns out_features");
   m.def("cuda_compiled", []() {
 #ifdef DLUNITS_WITH_CUDA
     return true;

@@ -212,3 +212,20 @@ def recurrent_layers(mode: str, input: torch.Tensor, batch_sizes: Sequence[int],
         if dropout > 0 and training and layer < num_layers - 1:
             layer_input = _dropout_mask(layer_input, dropout)
     return layer_input, torch.stack(h_n), (torch.stack(c_n) if c_n else None)
+_ACTIVATIONS = {None: "none", "none": "none", "identity": "none", "relu": "relu", "sigmoid": "sigmoid",
+                "tanh": "tanh"}
+
+
+def linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, *,
+           activation: Optional[str] = None) -> torch.Tensor:
+    """The linear of torch.nn.functional, same signature: input (*, in_features) times weightᵀ
+    (weight is (out_features, in_features)) plus bias (out_features), on every leading dimension.
+
+    dlunits' own keyword activation fuses an activation into the same pass over the output:
+    None (or 'identity'), 'relu', 'sigmoid' or 'tanh'; e.g. linear(x, w, b, activation='relu') is
+    relu(linear(x, w, b)), and its backward needs only the output.
+    """
+    if activation not in _ACTIVATIONS:
+        raise ValueError("dlunits.functional.linear: expected activation to be one of None, 'identity', 'relu', "
+                         f"'sigmoid', 'tanh', but got activation={activation!r}")
+    return _ops.linear(input, weight, bias, _ACTIVATIONS[activation])

@@ -12,7 +12,7 @@ from torch.nn.utils.rnn import PackedSequence
 from . import functional
 
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveMaxPool2d", "AdaptiveAvgPool2d", "RNNCell", "LSTMCell",
-           "RNN", "LSTM", "convert"]
+           "RNN", "LSTM", "Linear", "convert"]
 
 
 class Conv2d(torch.nn.Conv2d):
@@ -210,6 +210,35 @@ TWINS = {
     torch.nn.RNN: RNN,
     torch.nn.LSTM: LSTM,
 }
+
+
+class Linear(torch.nn.Linear):
+    """torch.nn.Linear, computed by dlunits.functional.linear.
+
+    One keyword of dlunits' own, activation (None, 'relu', 'sigmoid' or 'tanh'), fuses that
+    activation into the layer's pass over its output; with the default None the layer is exactly
+    torch.nn.Linear (same parameters, state_dict keys and repr).
+    """
+
+    activation = None  # a class default, so that convert() of a torch.nn.Linear finds it
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *,
+                 activation=None):
+        super().__init__(in_features, out_features, bias, device, dtype)
+        if activation not in functional._ACTIVATIONS:
+            raise ValueError("dlunits.nn.Linear: expected activation to be one of None, 'relu', 'sigmoid', "
+                             f"'tanh', but got activation={activation!r}")
+        self.activation = activation
+
+    def forward(self, input):
+        return functional.linear(input, self.weight, self.bias, activation=self.activation)
+
+    def extra_repr(self):
+        text = super().extra_repr()
+        return text if self.activation is None else f"{text}, activation={self.activation!r}"
+
+
+TWINS[torch.nn.Linear] = Linear
 
 
 def _twin(module: torch.nn.Module) -> torch.nn.Module:

@@ -486,3 +486,131 @@ torch.library.register_autograd("dlunits::rnn_layer", _rnn_layer_backward, setup
 torch.library.register_autograd("dlunits::lstm_layer", _lstm_layer_backward, setup_context=_lstm_layer_setup)
 for _name in ("rnn_cell_backward", "lstm_cell_backward", "rnn_layer_backward", "lstm_layer_backward"):
     torch.library.register_autograd(f"dlunits::{_name}", _no_double_backward(_name), setup_context=_nothing_to_save)
+# --- linear ------------------------------------------------------------------------
+# The forward saves its output when the fused activation needs it: every activation's
+# derivative is written through y = act(z) (relu 1[y > 0], sigmoid y(1 - y), tanh 1 - y²),
+# so z is never kept. linear_backward_input and linear_backward_weight are bilinear;
+# their derivatives are the other linear ops, as for conv2d.
+
+
+@torch.library.register_fake("dlunits::linear")
+def _linear_fake(input, weight, bias, activation="none"):
+    return _empty(_C.linear_output_size(input, weight, bias, activation), input)
+
+
+@torch.library.register_fake("dlunits::linear_activation_backward")
+def _linear_activation_backward_fake(grad_output, output, activation):
+    _C.check_linear_activation_backward(grad_output, output, activation)
+    return _empty(grad_output.shape, grad_output)
+
+
+@torch.library.register_fake("dlunits::linear_backward_input")
+def _linear_backward_input_fake(grad_output, weight):
+    return _empty(_C.linear_backward_input_size(grad_output, weight), grad_output)
+
+
+@torch.library.register_fake("dlunits::linear_backward_weight")
+def _linear_backward_weight_fake(grad_output, input):
+    return _empty(_C.linear_backward_weight_size(grad_output, input), grad_output)
+
+
+@torch.library.register_fake("dlunits::linear_backward_bias")
+def _linear_backward_bias_fake(grad_output):
+    return _empty((_C.linear_backward_bias_size(grad_output),), grad_output)
+
+
+def _linear_setup(ctx, inputs, output):
+    input, weight, _bias, *rest = inputs
+    ctx.activation = rest[0] if rest else "none"
+    need_input, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    ctx.save_for_backward(weight if need_input else None, input if need_weight else None,
+                          output if ctx.activation != "none" else None)
+
+
+def _linear_backward(ctx, grad):
+    weight, input, output = ctx.saved_tensors
+    if ctx.activation != "none":
+        grad = ops.linear_activation_backward(grad, output, ctx.activation)
+    grad_input = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_input = ops.linear_backward_input(grad, weight)
+    if ctx.needs_input_grad[1]:
+        grad_weight = ops.linear_backward_weight(grad, input)
+    if ctx.needs_input_grad[2]:
+        grad_bias = ops.linear_backward_bias(grad)
+    return grad_input, grad_weight, grad_bias, None
+
+
+def _linear_activation_backward_setup(ctx, inputs, output):
+    grad_output, out, ctx.activation = inputs
+    ctx.save_for_backward(grad_output, out)
+
+
+def _linear_activation_backward_backward(ctx, v):
+    # gz = dy · act'(y): linear in dy; in y through act'(y)'s derivative
+    # (relu 0, sigmoid 1 - 2y, tanh -2y).
+    grad_output, out = ctx.saved_tensors
+    d_grad_output = d_out = None
+    if ctx.needs_input_grad[0]:
+        d_grad_output = ops.linear_activation_backward(v, out, ctx.activation)
+    if ctx.needs_input_grad[1]:
+        if ctx.activation == "sigmoid":
+            d_out = v * grad_output * (1 - 2 * out)
+        elif ctx.activation == "tanh":
+            d_out = v * grad_output * (-2 * out)
+        else:
+            d_out = torch.zeros_like(out)
+    return d_grad_output, d_out, None
+
+
+def _linear_backward_input_setup(ctx, inputs, output):
+    grad_output, weight = inputs
+    need_grad_output, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    ctx.save_for_backward(weight if need_grad_output else None, grad_output if need_weight else None)
+
+
+def _linear_backward_input_backward(ctx, v):
+    # grad_input = grad_output · W; v has the input's shape.
+    weight, grad_output = ctx.saved_tensors
+    d_grad_output = d_weight = None
+    if ctx.needs_input_grad[0]:
+        d_grad_output = ops.linear(v, weight, None)
+    if ctx.needs_input_grad[1]:
+        d_weight = ops.linear_backward_weight(grad_output, v)
+    return d_grad_output, d_weight
+
+
+def _linear_backward_weight_setup(ctx, inputs, output):
+    grad_output, input = inputs
+    need_grad_output, need_input = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    ctx.save_for_backward(input if need_grad_output else None, grad_output if need_input else None)
+
+
+def _linear_backward_weight_backward(ctx, u):
+    # grad_weight = grad_outputᵀ · input; u has the weight's shape.
+    input, grad_output = ctx.saved_tensors
+    d_grad_output = d_input = None
+    if ctx.needs_input_grad[0]:
+        d_grad_output = ops.linear(input, u, None)
+    if ctx.needs_input_grad[1]:
+        d_input = ops.linear_backward_input(grad_output, u)
+    return d_grad_output, d_input
+
+
+def _linear_backward_bias_setup(ctx, inputs, output):
+    ctx.grad_output_size = list(inputs[0].shape)
+
+
+def _linear_backward_bias_backward(ctx, t):
+    return t.expand(ctx.grad_output_size)
+
+
+torch.library.register_autograd("dlunits::linear", _linear_backward, setup_context=_linear_setup)
+torch.library.register_autograd("dlunits::linear_activation_backward", _linear_activation_backward_backward,
+                                setup_context=_linear_activation_backward_setup)
+torch.library.register_autograd("dlunits::linear_backward_input", _linear_backward_input_backward,
+                                setup_context=_linear_backward_input_setup)
+torch.library.register_autograd("dlunits::linear_backward_weight", _linear_backward_weight_backward,
+                                setup_context=_linear_backward_weight_setup)
+torch.library.register_autograd("dlunits::linear_backward_bias", _linear_backward_bias_backward,
+                                setup_context=_linear_backward_bias_setup)

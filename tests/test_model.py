@@ -103,7 +103,7 @@ def test_convert_swaps_exactly_the_torch_conv2d_layers():
     # the user's subclass and the other layers are left alone
     assert type(converted.block[2]) is UserConv
     assert type(converted.block[1]) is nn.ReLU
-    assert type(converted.head[2]) is nn.Linear
+    assert type(converted.head[2]) is dlunits.nn.Linear  # the dense unit has its twin too
     assert type(converted.branches) is nn.ModuleList
     # options carried over
     assert converted.conv2.groups == 4

@@ -216,6 +216,68 @@ UNITS: Dict[str, Unit] = {unit.name: unit for unit in (CONV2D, MAX_POOL2D, AVG_P
                                                       ADAPTIVE_MAX_POOL2D)}
 
 
+# --- linear ----------------------------------------------------------------------------------------
+# shape: N rows (the flattened leading dimensions), in_features, out_features, and activation
+# 0 none / 1 relu / 2 sigmoid / 3 tanh (the fused epilogue; torch's side applies it after its linear).
+
+LINEAR_ACTIVATIONS = (None, "relu", "sigmoid", "tanh")
+
+
+def linear_check_shape(shape: Shape) -> Optional[str]:
+    if shape["activation"] >= len(LINEAR_ACTIVATIONS):
+        return f"activation must be 0 (none), 1 (relu), 2 (sigmoid) or 3 (tanh), but got {shape['activation']}"
+    return None
+
+
+def linear_inputs(shape: Shape, gen: torch.Generator) -> Tensors:
+    """input (N, in_features), weight (out_features, in_features) scaled by 1/sqrt(in_features), bias."""
+    def draw(*size):
+        return torch.randn(size, generator=gen, dtype=torch.float64)
+    return {"input": draw(shape["N"], shape["in_features"]),
+            "weight": draw(shape["out_features"], shape["in_features"]) / math.sqrt(shape["in_features"]),
+            "bias": draw(shape["out_features"])}
+
+
+def linear_dlunits(t: Tensors, shape: Shape) -> torch.Tensor:
+    return dlunits.functional.linear(t["input"], t["weight"], t["bias"],
+                                     activation=LINEAR_ACTIVATIONS[shape["activation"]])
+
+
+_TORCH_ACTIVATIONS = (lambda z: z, torch.relu, torch.sigmoid, torch.tanh)
+
+
+def linear_torch(t: Tensors, shape: Shape) -> torch.Tensor:
+    return _TORCH_ACTIVATIONS[shape["activation"]](F.linear(t["input"], t["weight"], t["bias"]))
+
+
+def linear_flops(shape: Shape) -> int:
+    """2 · N · in_features · out_features for the product, plus N · out_features for the bias."""
+    return 2 * shape["N"] * shape["in_features"] * shape["out_features"] + shape["N"] * shape["out_features"]
+
+
+def linear_bytes(shape: Shape, itemsize: int) -> int:
+    """input, weight, bias and output, each read or written once."""
+    numel = (shape["N"] * shape["in_features"] + shape["out_features"] * shape["in_features"]
+             + shape["out_features"] + shape["N"] * shape["out_features"])
+    return numel * itemsize
+
+
+LINEAR = Unit(
+    name="linear",
+    params={"N": Param(1), "in_features": Param(1), "out_features": Param(1), "activation": Param(0, 0)},
+    dtypes={"cpu": ("float32", "float64"), "cuda": ALL_DTYPES},
+    make_inputs=linear_inputs,
+    dlunits=linear_dlunits,
+    torch=linear_torch,
+    forward_flops=linear_flops,
+    forward_bytes=linear_bytes,
+    # Input and weight gradients: one product each, as costly as the forward's; the traffic doubles.
+    backward_cost=(2, 1),
+    check_shape=linear_check_shape,
+)
+UNITS[LINEAR.name] = LINEAR
+
+
 def pass_flops(unit: Unit, shape: Shape, pass_name: str) -> int:
     """FLOPs of one pass: the forward's, plus the backward's for forward+backward."""
     factor = 1 if pass_name == "forward" else 1 + unit.backward_cost[0]

@@ -1,0 +1,137 @@
+// dlunits — argument checks of the dense unit (linear), shared by the CPU, CUDA
+// and fake kernels (the last through dlunits._C, see ops.cpp), so that a bad call
+// gets the same message whichever runs it. torch's wording where torch has one.
+#pragma once
+
+#include "shape_checks.h"
+
+namespace dlunits {
+
+// The fused epilogue that follows the matrix product: y = act(x·Wᵀ + b).
+enum class Activation : int { None = 0, ReLU = 1, Sigmoid = 2, Tanh = 3 };
+
+inline Activation activation_from_string(c10::string_view name) {
+  if (name == "none") return Activation::None;
+  if (name == "relu") return Activation::ReLU;
+  if (name == "sigmoid") return Activation::Sigmoid;
+  if (name == "tanh") return Activation::Tanh;
+  TORCH_CHECK(false, "dlunits.linear: expected activation to be one of 'none', 'relu', 'sigmoid', 'tanh', but got '",
+              std::string(name), "'");
+}
+
+// A linear problem seen as one matrix product: the input's leading dimensions
+// flattened into `rows`, [rows, in_features] · [in_features, out_features].
+struct LinearGeometry {
+  int64_t rows, in_features, out_features;
+  std::vector<int64_t> leading;  // the input's sizes but the last
+
+  std::vector<int64_t> output_sizes() const {
+    auto sizes = leading;
+    sizes.push_back(out_features);
+    return sizes;
+  }
+  std::vector<int64_t> input_sizes() const {
+    auto sizes = leading;
+    sizes.push_back(in_features);
+    return sizes;
+  }
+};
+
+inline int64_t product(at::IntArrayRef sizes) {
+  int64_t p = 1;
+  for (int64_t s : sizes) p *= s;
+  return p;
+}
+
+// input [*, in_features] (at least 1-D), weight [out_features, in_features],
+// bias [out_features] or none.
+inline LinearGeometry check_linear(const at::Tensor& input, const at::Tensor& weight,
+                                   const std::optional<at::Tensor>& bias, c10::string_view activation) {
+  const char* op = "dlunits.linear";
+  activation_from_string(activation);
+  check_floating(op, "input", input);
+  check_same_dtype_and_device(op, "input", input, "weight", weight);
+  const auto x = concrete_sizes(input);
+  const auto w = concrete_sizes(weight);
+  TORCH_CHECK(!x.empty(), "both arguments to linear need to be at least 1D, but they are ", x.size(), "D and ",
+              w.size(), "D");
+  TORCH_CHECK(w.size() == 2, op, ": expected weight to be 2-D (out_features, in_features), but got ", w.size(),
+              "-D weight of size ", at::IntArrayRef(w));
+  LinearGeometry g;
+  g.leading.assign(x.begin(), x.end() - 1);
+  g.rows = product(g.leading);
+  g.in_features = x.back();
+  g.out_features = w[0];
+  TORCH_CHECK(w[1] == g.in_features, "mat1 and mat2 shapes cannot be multiplied (", g.rows, "x", g.in_features,
+              " and ", w[1], "x", w[0], ")");
+  if (bias.has_value() && bias->defined()) {
+    check_same_dtype_and_device(op, "input", input, "bias", *bias);
+    const auto b = concrete_sizes(*bias);
+    TORCH_CHECK(b.size() == 1 && b[0] == g.out_features, "Given weight of size ", at::IntArrayRef(w),
+                ", expected bias to be 1-dimensional with ", g.out_features, " elements, but got bias of size ",
+                at::IntArrayRef(b), " instead");
+  }
+  return g;
+}
+
+// grad_output [*, out_features] and the forward's output (same size): the epilogue's backward.
+inline void check_linear_activation_backward(const at::Tensor& grad_output, const at::Tensor& output,
+                                             c10::string_view activation) {
+  const char* op = "dlunits.linear_activation_backward";
+  activation_from_string(activation);
+  check_floating(op, "grad_output", grad_output);
+  check_same_dtype_and_device(op, "grad_output", grad_output, "output", output);
+  const auto g = concrete_sizes(grad_output);
+  const auto y = concrete_sizes(output);
+  TORCH_CHECK(g == y, op, ": expected grad_output and output to have the same size, but got grad_output of size ",
+              at::IntArrayRef(g), " and output of size ", at::IntArrayRef(y));
+}
+
+// grad_output [*, out_features] · weight [out_features, in_features] -> [*, in_features].
+inline LinearGeometry check_linear_backward_input(const at::Tensor& grad_output, const at::Tensor& weight) {
+  const char* op = "dlunits.linear_backward_input";
+  check_floating(op, "grad_output", grad_output);
+  check_same_dtype_and_device(op, "grad_output", grad_output, "weight", weight);
+  const auto dy = concrete_sizes(grad_output);
+  const auto w = concrete_sizes(weight);
+  TORCH_CHECK(!dy.empty() && w.size() == 2, op,
+              ": expected grad_output of at least 1-D and a 2-D weight, but got grad_output of size ",
+              at::IntArrayRef(dy), " and weight of size ", at::IntArrayRef(w));
+  TORCH_CHECK(dy.back() == w[0], op, ": expected grad_output's last dimension to be out_features=", w[0],
+              " (weight of size ", at::IntArrayRef(w), "), but got grad_output of size ", at::IntArrayRef(dy));
+  LinearGeometry g;
+  g.leading.assign(dy.begin(), dy.end() - 1);
+  g.rows = product(g.leading);
+  g.in_features = w[1];
+  g.out_features = w[0];
+  return g;
+}
+
+// grad_output [*, out_features]ᵀ · input [*, in_features] -> [out_features, in_features].
+inline LinearGeometry check_linear_backward_weight(const at::Tensor& grad_output, const at::Tensor& input) {
+  const char* op = "dlunits.linear_backward_weight";
+  check_floating(op, "grad_output", grad_output);
+  check_same_dtype_and_device(op, "grad_output", grad_output, "input", input);
+  const auto dy = concrete_sizes(grad_output);
+  const auto x = concrete_sizes(input);
+  TORCH_CHECK(!dy.empty() && dy.size() == x.size() &&
+                  std::equal(dy.begin(), dy.end() - 1, x.begin()),
+              op, ": expected grad_output and input to agree in every dimension but the last, but got grad_output "
+              "of size ", at::IntArrayRef(dy), " and input of size ", at::IntArrayRef(x));
+  LinearGeometry g;
+  g.leading.assign(dy.begin(), dy.end() - 1);
+  g.rows = product(g.leading);
+  g.in_features = x.back();
+  g.out_features = dy.back();
+  return g;
+}
+
+inline int64_t check_linear_backward_bias(const at::Tensor& grad_output) {
+  const char* op = "dlunits.linear_backward_bias";
+  check_floating(op, "grad_output", grad_output);
+  TORCH_CHECK(grad_output.dim() >= 1, op, ": expected grad_output to be at least 1-D, but got ",
+              grad_output.dim(), "-D");
+  return grad_output.sym_size(-1).guard_int(__FILE__, __LINE__);
+}
+
+}  // namespace dlunits

@@ -234,6 +234,9 @@ CUDA_PATHS = [
     # (kind, hidden, packed): which CUDA recurrence runs
     pytest.param("LSTM", 16, False, id="LSTM-persistent"),
     pytest.param("RNN", 16, False, id="RNN-persistent"),
+    # 265 hidden units: several units per block and a padded last block on 114-132 SMs
+    pytest.param("LSTM", 265, False, id="LSTM-persistent-several-units-per-block"),
+    pytest.param("RNN", 265, False, id="RNN-persistent-several-units-per-block"),
     pytest.param("LSTM", 16, True, id="LSTM-packed-per-step"),
     pytest.param("RNN", 16, True, id="RNN-packed-per-step"),
     pytest.param("LSTM", 1024, False, id="LSTM-too-large-for-shared-memory-per-step"),

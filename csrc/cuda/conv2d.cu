@@ -172,8 +172,9 @@ __global__ void __launch_bounds__(kThreads)
     implicit_gemm_kernel(const Problem p, const GemmExtent<index_t> e, const index_t groups, const index_t splits,
                          const index_t split_depth) {
   using acc_t = typename Problem::acc_t;
-  __shared__ acc_t a_tile[kDepth][kTile];
-  __shared__ acc_t b_tile[kDepth][kTile];
+  // One padding column: operands stored k-fastest would otherwise put 16 consecutive threads in one bank.
+  __shared__ acc_t a_tile[kDepth][kTile + 1];
+  __shared__ acc_t b_tile[kDepth][kTile + 1];
   const int lane_m = threadIdx.x % kLanes, lane_n = threadIdx.x / kLanes;
   const index_t m0 = static_cast<index_t>(blockIdx.x) * kTile;
   const index_t n0 = static_cast<index_t>(blockIdx.y) * kTile;

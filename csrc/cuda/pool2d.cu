@@ -7,12 +7,12 @@
 // backward  one thread per input element, a gather over the outputs whose windows
 //           cover it (PoolAxis::covering): no atomics, a fixed summation order, and
 //           so the same result on every run.
-//           max: dx[i] = Σ dy[o] over the covering windows whose argmax is i, each
-//                argmax recomputed from x (cheaper in bytes than int64 indices, see
-//                pool2d_ops.h; the window's taps are cache hits);
+//           max: a first pass writes each window's argmax (int32 or int64, as the index
+//                math) to a scratch buffer, recomputed from x (see pool2d_ops.h); then
+//                dx[i] = Σ dy[o] over the covering windows whose argmax is i;
 //           avg: dx[i] = Σ dy[o] / divisor(o) over the covering windows.
 // Cost: memory-bound. Minimum bytes: forward x + y (+ 8 per output for kept
-// indices); backward dy + dx (+ x for max).
+// indices); backward dy + dx (max: + x, and the scratch argmax written and read).
 // Index math is int32 when every offset and every product of the window math
 // fits (pool2d_fits_int32), int64 otherwise.
 // Build: part of dlunits._C (setup.py with DLUNITS_CUDA=1); run: make gpu-check.
@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <type_traits>
 
 #include "../pool2d_ops.h"
 
@@ -112,9 +113,11 @@ bool pool2d_fits_int32(const Pool2dGeometry& g, const AvgDivisor& divisor) {
 
 // --- kernels ------------------------------------------------------------------------------------------
 
-template <typename scalar_t, typename index_t>
+// Each output's max and its argmax (ih·W + iw). y may be null (the backward's first pass keeps
+// only the argmax), and so may argmax (the forward without indices).
+template <typename scalar_t, typename index_t, typename argmax_t>
 __global__ void max_pool2d_forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
-                                          int64_t* __restrict__ indices, const PoolProblem<index_t> p,
+                                          argmax_t* __restrict__ argmax, const PoolProblem<index_t> p,
                                           int64_t numel) {
   using acc_t = at::opmath_type<scalar_t>;
   for (int64_t linear = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; linear < numel;
@@ -123,21 +126,24 @@ __global__ void max_pool2d_forward_kernel(const scalar_t* __restrict__ x, scalar
     p.split(static_cast<index_t>(linear), p.h.out, p.w.out, n, c, oh, ow);
     const auto best = window_argmax<acc_t>(x + p.plane_offset(n, c, p.h.in, p.w.in), p.w.in, p.element_stride(),
                                            p.h.taps(oh), p.w.taps(ow));
-    y[linear] = static_cast<scalar_t>(best.value);
-    if (indices != nullptr) indices[linear] = best.index;
+    if (y != nullptr) y[linear] = static_cast<scalar_t>(best.value);
+    if (argmax != nullptr) argmax[linear] = best.index;
   }
 }
 
+// The gather of the backward: dx at position i sums dy over the covering windows whose argmax
+// (from the first pass, in the output's layout) is i. Recomputing each window's argmax here
+// instead would cost (windows covering i) × (taps per window) reads: (H·W)² per plane for
+// global max pooling.
 template <typename scalar_t, typename index_t>
-__global__ void max_pool2d_backward_kernel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x,
+__global__ void max_pool2d_backward_kernel(const scalar_t* __restrict__ dy, const index_t* __restrict__ argmax,
                                            scalar_t* __restrict__ dx, const PoolProblem<index_t> p, int64_t numel) {
   using acc_t = at::opmath_type<scalar_t>;
   for (int64_t linear = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; linear < numel;
        linear += static_cast<int64_t>(blockDim.x) * gridDim.x) {
     index_t n, c, ih, iw;
     p.split(static_cast<index_t>(linear), p.h.in, p.w.in, n, c, ih, iw);
-    const scalar_t* x_plane = x + p.plane_offset(n, c, p.h.in, p.w.in);
-    const scalar_t* dy_plane = dy + p.plane_offset(n, c, p.h.out, p.w.out);
+    const index_t out_plane = p.plane_offset(n, c, p.h.out, p.w.out);
     const index_t position = ih * p.w.in + iw;
     index_t oh_first, oh_last, ow_first, ow_last;
     p.h.covering(ih, oh_first, oh_last);
@@ -145,11 +151,10 @@ __global__ void max_pool2d_backward_kernel(const scalar_t* __restrict__ dy, cons
     acc_t sum = 0;
     for (index_t oh = oh_first; oh <= oh_last; ++oh) {
       if (!p.h.hits(oh, ih)) continue;
-      const Taps<index_t> th = p.h.taps(oh);
       for (index_t ow = ow_first; ow <= ow_last; ++ow) {
         if (!p.w.hits(ow, iw)) continue;
-        const auto best = window_argmax<acc_t>(x_plane, p.w.in, p.element_stride(), th, p.w.taps(ow));
-        if (best.index == position) sum += static_cast<acc_t>(dy_plane[(oh * p.w.out + ow) * p.element_stride()]);
+        const index_t o = out_plane + (oh * p.w.out + ow) * p.element_stride();
+        if (argmax[o] == position) sum += static_cast<acc_t>(dy[o]);
       }
     }
     dx[linear] = static_cast<scalar_t>(sum);
@@ -226,13 +231,14 @@ struct CudaPool2dKernels {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dlunits.max_pool2d_cuda", [&] {
       with_index_type(g, channels_last, AvgDivisor{false, 0}, [&](const auto& problem) {
         using index_t = decltype(problem.channels);
-        launch(max_pool2d_forward_kernel<scalar_t, index_t>, y.numel(), x.const_data_ptr<scalar_t>(),
+        launch(max_pool2d_forward_kernel<scalar_t, index_t, int64_t>, y.numel(), x.const_data_ptr<scalar_t>(),
                y.mutable_data_ptr<scalar_t>(), indices.defined() ? indices.mutable_data_ptr<int64_t>() : nullptr,
                problem);
       });
     });
   }
 
+  // Two passes: each window's argmax (one thread per output, 4 or 8 bytes per output), then the gather.
   static void max_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& dx, const Pool2dGeometry& g,
                            bool channels_last) {
     const c10::cuda::CUDAGuard device_guard(x.device());
@@ -240,8 +246,13 @@ struct CudaPool2dKernels {
                                     [&] {
       with_index_type(g, channels_last, AvgDivisor{false, 0}, [&](const auto& problem) {
         using index_t = decltype(problem.channels);
+        const at::Tensor argmax =
+            at::empty({dy.numel()}, x.options().dtype(std::is_same_v<index_t, int32_t> ? at::kInt : at::kLong));
+        index_t* argmax_data = static_cast<index_t*>(argmax.mutable_data_ptr());
+        launch(max_pool2d_forward_kernel<scalar_t, index_t, index_t>, dy.numel(), x.const_data_ptr<scalar_t>(),
+               static_cast<scalar_t*>(nullptr), argmax_data, problem);
         launch(max_pool2d_backward_kernel<scalar_t, index_t>, dx.numel(), dy.const_data_ptr<scalar_t>(),
-               x.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>(), problem);
+               static_cast<const index_t*>(argmax_data), dx.mutable_data_ptr<scalar_t>(), problem);
       });
     });
   }

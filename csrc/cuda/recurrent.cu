@@ -347,6 +347,19 @@ std::pair<int, int> persistent_grid(Kernel kernel, int64_t steps, int64_t batch,
   return {blocks, units};
 }
 
+// A cooperative launch, or false when the device cannot hold the whole grid at once after all
+// (fewer SMs than it reports, e.g. under MPS): the caller then runs the per-step path.
+inline bool launch_cooperative(const void* kernel, int blocks, void** args, size_t shared) {
+  const cudaError_t status = cudaLaunchCooperativeKernel(kernel, dim3(blocks), dim3(kPersistentThreads), args,
+                                                         shared, at::cuda::getCurrentCUDAStream());
+  if (status == cudaErrorCooperativeLaunchTooLarge) {
+    (void)cudaGetLastError();  // clear the error: nothing was launched
+    return false;
+  }
+  C10_CUDA_CHECK(status);
+  return true;
+}
+
 template <typename scalar_t, int G>
 bool launch_persistent_backward(const PersistentBackward<scalar_t>& p) {
   const auto kernel = persistent_backward_kernel<scalar_t, G>;
@@ -356,10 +369,7 @@ bool launch_persistent_backward(const PersistentBackward<scalar_t>& p) {
   PersistentBackward<scalar_t> params = p;
   int units_arg = units;
   void* args[] = {&params, &units_arg};
-  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(blocks),
-                                             dim3(kPersistentThreads), args, shared,
-                                             at::cuda::getCurrentCUDAStream()));
-  return true;
+  return launch_cooperative(reinterpret_cast<const void*>(kernel), blocks, args, shared);
 }
 
 template <typename scalar_t, int G>
@@ -371,10 +381,7 @@ bool launch_persistent_forward(const PersistentForward<scalar_t>& p) {
   PersistentForward<scalar_t> params = p;
   int units_arg = units;
   void* args[] = {&params, &units_arg};
-  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(blocks),
-                                             dim3(kPersistentThreads), args, shared,
-                                             at::cuda::getCurrentCUDAStream()));
-  return true;
+  return launch_cooperative(reinterpret_cast<const void*>(kernel), blocks, args, shared);
 }
 
 // Blocks for n elements, one per thread, capped (the kernels stride over the rest).

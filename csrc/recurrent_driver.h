@@ -41,6 +41,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <tuple>
@@ -511,6 +512,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                                               at::Tensor(), gates.contiguous(), cy.contiguous(), false, has_bias);
   });
   return {r.grad_input, r.grad_h0, r.grad_c0, r.grad_weight_ih, r.grad_weight_hh, r.grad_bias};
+}
+
+// Registers the recurrent ops of csrc/ops.cpp with K as their backend's kernels.
+template <class K>
+void register_recurrent_ops(torch::Library& m) {
+  m.impl("rnn_cell", &rnn_cell_op<K>);
+  m.impl("rnn_cell_backward", &rnn_cell_backward_op<K>);
+  m.impl("lstm_cell", &lstm_cell_op<K>);
+  m.impl("lstm_cell_backward", &lstm_cell_backward_op<K>);
+  m.impl("rnn_layer", &rnn_layer_op<K>);
+  m.impl("rnn_layer_backward", &rnn_layer_backward_op<K>);
+  m.impl("lstm_layer", &lstm_layer_op<K>);
+  m.impl("lstm_layer_backward", &lstm_layer_backward_op<K>);
 }
 
 }  // namespace dlunits

@@ -88,7 +88,9 @@ inline bool takes_over(scalar_t value, scalar_t best) {
 
 constexpr int64_t kGrainElements = 32768;
 
-int64_t grain(int64_t elements_per_item) { return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item)); }
+int64_t grain(int64_t elements_per_item) {
+  return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item));
+}
 
 // --- NCHW, one window at a time (adaptive windows; reference for the row kernels) -------------
 

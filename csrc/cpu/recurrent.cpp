@@ -248,14 +248,4 @@ struct CpuKernels {
 }  // namespace
 }  // namespace dlunits
 
-TORCH_LIBRARY_IMPL(dlunits, CPU, m) {
-  using K = dlunits::CpuKernels;
-  m.impl("rnn_cell", &dlunits::rnn_cell_op<K>);
-  m.impl("rnn_cell_backward", &dlunits::rnn_cell_backward_op<K>);
-  m.impl("lstm_cell", &dlunits::lstm_cell_op<K>);
-  m.impl("lstm_cell_backward", &dlunits::lstm_cell_backward_op<K>);
-  m.impl("rnn_layer", &dlunits::rnn_layer_op<K>);
-  m.impl("rnn_layer_backward", &dlunits::rnn_layer_backward_op<K>);
-  m.impl("lstm_layer", &dlunits::lstm_layer_op<K>);
-  m.impl("lstm_layer_backward", &dlunits::lstm_layer_backward_op<K>);
-}
+TORCH_LIBRARY_IMPL(dlunits, CPU, m) { dlunits::register_recurrent_ops<dlunits::CpuKernels>(m); }

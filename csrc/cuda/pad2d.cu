@@ -18,15 +18,11 @@
 
 #include "../pad2d_index.h"
 #include "../shape_checks.h"
+#include "launch.cuh"
 
 namespace dlunits {
 namespace {
 
-constexpr int kThreads = 256;
-
-unsigned grid_for(int64_t numel) {
-  return static_cast<unsigned>(std::min<int64_t>((numel + kThreads - 1) / kThreads, int64_t{1} << 20));
-}
 
 template <typename scalar_t>
 __global__ void pad2d_forward_kernel(const scalar_t* x, scalar_t* y, const Pad2dGeometry g, int64_t numel) {
@@ -65,9 +61,8 @@ at::Tensor pad2d_cuda(const at::Tensor& input, at::IntArrayRef padding, c10::str
   at::Tensor y = at::empty(pad2d_output_sizes(x.sizes(), g), x.options());
   if (y.numel() == 0) return y.contiguous(pad2d_memory_format(input, mode));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dlunits_pad2d_cuda", [&] {
-    pad2d_forward_kernel<scalar_t><<<grid_for(y.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), g, y.numel());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_elementwise(pad2d_forward_kernel<scalar_t>, y.numel(), x.const_data_ptr<scalar_t>(),
+                       y.mutable_data_ptr<scalar_t>(), g);
   });
   return y.contiguous(pad2d_memory_format(input, mode));
 }
@@ -79,9 +74,8 @@ at::Tensor pad2d_backward_cuda(const at::Tensor& grad_output, at::IntArrayRef pa
   at::Tensor dx = at::empty(pad2d_input_sizes(dy, g), dy.options());
   if (dx.numel() == 0) return dx.contiguous(pad2d_memory_format(grad_output, mode));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "dlunits_pad2d_backward_cuda", [&] {
-    pad2d_backward_kernel<scalar_t><<<grid_for(dx.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        dy.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), g, dx.numel());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_elementwise(pad2d_backward_kernel<scalar_t>, dx.numel(), dy.const_data_ptr<scalar_t>(),
+                       dx.mutable_data_ptr<scalar_t>(), g);
   });
   return dx.contiguous(pad2d_memory_format(grad_output, mode));
 }

@@ -29,15 +29,10 @@
 #include <type_traits>
 
 #include "../pool2d_ops.h"
+#include "launch.cuh"
 
 namespace dlunits {
 namespace {
-
-constexpr int kThreads = 256;
-
-unsigned grid_for(int64_t numel) {
-  return static_cast<unsigned>(std::min<int64_t>((numel + kThreads - 1) / kThreads, int64_t{1} << 20));
-}
 
 // The problem as the kernels see it, in index_t.
 template <typename index_t>
@@ -217,13 +212,6 @@ void with_index_type(const Pool2dGeometry& g, bool channels_last, const AvgDivis
   }
 }
 
-// One thread per element of the tensor written, on the current stream, the launch checked.
-template <typename... KernelArgs, typename... Args>
-void launch(void (*kernel)(KernelArgs...), int64_t numel, Args... args) {
-  kernel<<<grid_for(numel), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(args..., numel);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
 struct CudaPool2dKernels {
   static void max_forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& indices,
                           const Pool2dGeometry& g, bool channels_last) {
@@ -231,9 +219,9 @@ struct CudaPool2dKernels {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dlunits.max_pool2d_cuda", [&] {
       with_index_type(g, channels_last, AvgDivisor{false, 0}, [&](const auto& problem) {
         using index_t = decltype(problem.channels);
-        launch(max_pool2d_forward_kernel<scalar_t, index_t, int64_t>, y.numel(), x.const_data_ptr<scalar_t>(),
-               y.mutable_data_ptr<scalar_t>(), indices.defined() ? indices.mutable_data_ptr<int64_t>() : nullptr,
-               problem);
+        launch_elementwise(max_pool2d_forward_kernel<scalar_t, index_t, int64_t>, y.numel(),
+                           x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
+                           indices.defined() ? indices.mutable_data_ptr<int64_t>() : nullptr, problem);
       });
     });
   }
@@ -249,10 +237,10 @@ struct CudaPool2dKernels {
         const at::Tensor argmax =
             at::empty({dy.numel()}, x.options().dtype(std::is_same_v<index_t, int32_t> ? at::kInt : at::kLong));
         index_t* argmax_data = static_cast<index_t*>(argmax.mutable_data_ptr());
-        launch(max_pool2d_forward_kernel<scalar_t, index_t, index_t>, dy.numel(), x.const_data_ptr<scalar_t>(),
-               static_cast<scalar_t*>(nullptr), argmax_data, problem);
-        launch(max_pool2d_backward_kernel<scalar_t, index_t>, dx.numel(), dy.const_data_ptr<scalar_t>(),
-               static_cast<const index_t*>(argmax_data), dx.mutable_data_ptr<scalar_t>(), problem);
+        launch_elementwise(max_pool2d_forward_kernel<scalar_t, index_t, index_t>, dy.numel(),
+                           x.const_data_ptr<scalar_t>(), static_cast<scalar_t*>(nullptr), argmax_data, problem);
+        launch_elementwise(max_pool2d_backward_kernel<scalar_t, index_t>, dx.numel(), dy.const_data_ptr<scalar_t>(),
+                           static_cast<const index_t*>(argmax_data), dx.mutable_data_ptr<scalar_t>(), problem);
       });
     });
   }
@@ -263,8 +251,8 @@ struct CudaPool2dKernels {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dlunits.avg_pool2d_cuda", [&] {
       with_index_type(g, channels_last, divisor, [&](const auto& problem) {
         using index_t = decltype(problem.channels);
-        launch(avg_pool2d_forward_kernel<scalar_t, index_t>, y.numel(), x.const_data_ptr<scalar_t>(),
-               y.mutable_data_ptr<scalar_t>(), problem);
+        launch_elementwise(avg_pool2d_forward_kernel<scalar_t, index_t>, y.numel(), x.const_data_ptr<scalar_t>(),
+                           y.mutable_data_ptr<scalar_t>(), problem);
       });
     });
   }
@@ -276,8 +264,8 @@ struct CudaPool2dKernels {
                                     [&] {
       with_index_type(g, channels_last, divisor, [&](const auto& problem) {
         using index_t = decltype(problem.channels);
-        launch(avg_pool2d_backward_kernel<scalar_t, index_t>, dx.numel(), dy.const_data_ptr<scalar_t>(),
-               dx.mutable_data_ptr<scalar_t>(), problem);
+        launch_elementwise(avg_pool2d_backward_kernel<scalar_t, index_t>, dx.numel(), dy.const_data_ptr<scalar_t>(),
+                           dx.mutable_data_ptr<scalar_t>(), problem);
       });
     });
   }

@@ -471,14 +471,4 @@ struct CudaKernels {
 }  // namespace
 }  // namespace dlunits
 
-TORCH_LIBRARY_IMPL(dlunits, CUDA, m) {
-  using K = dlunits::CudaKernels;
-  m.impl("rnn_cell", &dlunits::rnn_cell_op<K>);
-  m.impl("rnn_cell_backward", &dlunits::rnn_cell_backward_op<K>);
-  m.impl("lstm_cell", &dlunits::lstm_cell_op<K>);
-  m.impl("lstm_cell_backward", &dlunits::lstm_cell_backward_op<K>);
-  m.impl("rnn_layer", &dlunits::rnn_layer_op<K>);
-  m.impl("rnn_layer_backward", &dlunits::rnn_layer_backward_op<K>);
-  m.impl("lstm_layer", &dlunits::lstm_layer_op<K>);
-  m.impl("lstm_layer_backward", &dlunits::lstm_layer_backward_op<K>);
-}
+TORCH_LIBRARY_IMPL(dlunits, CUDA, m) { dlunits::register_recurrent_ops<dlunits::CudaKernels>(m); }

@@ -3,6 +3,10 @@
 // gets the same message whichever runs it. torch's wording where torch has one.
 #pragma once
 
+#include <c10/macros/Macros.h>
+
+#include <type_traits>
+
 #include "shape_checks.h"
 
 namespace dlunits {
@@ -17,6 +21,28 @@ inline Activation activation_from_string(c10::string_view name) {
   if (name == "tanh") return Activation::Tanh;
   TORCH_CHECK(false, "dlunits.linear: expected activation to be one of 'none', 'relu', 'sigmoid', 'tanh', but got '",
               std::string(name), "'");
+}
+
+// dy · act'(z) written through y = act(z), in torch's order of operations; the backward
+// epilogue of both backends (acc_t: float for half types).
+template <Activation act, typename acc_t>
+C10_HOST_DEVICE inline acc_t activation_grad(acc_t dy, acc_t y) {
+  if constexpr (act == Activation::ReLU) return y > acc_t(0) ? dy : acc_t(0);
+  if constexpr (act == Activation::Sigmoid) return dy * (acc_t(1) - y) * y;
+  if constexpr (act == Activation::Tanh) return dy * (acc_t(1) - y * y);
+  return dy;
+}
+
+// Calls f(std::integral_constant<Activation, act>{}) for the activation named at run time,
+// so that each epilogue loop is compiled once per activation with no branch inside.
+template <typename F>
+void dispatch_activation(Activation act, F&& f) {
+  switch (act) {
+    case Activation::None: return f(std::integral_constant<Activation, Activation::None>{});
+    case Activation::ReLU: return f(std::integral_constant<Activation, Activation::ReLU>{});
+    case Activation::Sigmoid: return f(std::integral_constant<Activation, Activation::Sigmoid>{});
+    case Activation::Tanh: return f(std::integral_constant<Activation, Activation::Tanh>{});
+  }
 }
 
 // A linear problem seen as one matrix product: the input's leading dimensions

@@ -23,8 +23,15 @@ import contextlib
 
 import pytest
 import torch
+from hypothesis import settings
+
 
 import dlunits
+
+# hypothesis draws the same examples on every run (derandomize): CI stays reproducible, and a
+# configuration found failing is fixed, then kept as an explicit case.
+settings.register_profile("dlunits", derandomize=True)
+settings.load_profile("dlunits")
 
 # --------------------------------------------------------------------------------------
 # Devices and dtypes

@@ -119,27 +119,6 @@ void activate_row_fast(float* row, const float* b, int64_t N) {
   if (o < N) apply(row + o, b != nullptr ? b + o : nullptr, N - o);
 }
 
-// dy · act'(z) written through y = act(z), in torch's order of operations.
-template <Activation act, typename scalar_t>
-inline scalar_t activation_grad(scalar_t dy, scalar_t y) {
-  if constexpr (act == Activation::ReLU) return y > scalar_t(0) ? dy : scalar_t(0);
-  if constexpr (act == Activation::Sigmoid) return dy * (scalar_t(1) - y) * y;
-  if constexpr (act == Activation::Tanh) return dy * (scalar_t(1) - y * y);
-  return dy;
-}
-
-// Calls f(std::integral_constant<Activation, act>{}) for the activation named at run time,
-// so that each epilogue loop is compiled once per activation with no branch inside.
-template <typename F>
-void dispatch_activation(Activation act, F&& f) {
-  switch (act) {
-    case Activation::None: return f(std::integral_constant<Activation, Activation::None>{});
-    case Activation::ReLU: return f(std::integral_constant<Activation, Activation::ReLU>{});
-    case Activation::Sigmoid: return f(std::integral_constant<Activation, Activation::Sigmoid>{});
-    case Activation::Tanh: return f(std::integral_constant<Activation, Activation::Tanh>{});
-  }
-}
-
 // y[r, o] = act(y[r, o] + b[o]) over rows [0, M) of a contiguous [M, N] y; b may be null.
 template <typename scalar_t, Activation act>
 void forward_epilogue(scalar_t* y, const scalar_t* b, int64_t M, int64_t N) {

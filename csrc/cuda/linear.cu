@@ -64,25 +64,6 @@ __device__ __forceinline__ acc_t activate(acc_t z) {
   return z;
 }
 
-// dy · act'(z) written through y = act(z).
-template <Activation act, typename acc_t>
-__device__ __forceinline__ acc_t activation_grad(acc_t dy, acc_t y) {
-  if constexpr (act == Activation::ReLU) return y > acc_t(0) ? dy : acc_t(0);
-  if constexpr (act == Activation::Sigmoid) return dy * (acc_t(1) - y) * y;
-  if constexpr (act == Activation::Tanh) return dy * (acc_t(1) - y * y);
-  return dy;
-}
-
-template <typename F>
-void dispatch_activation(Activation act, F&& f) {
-  switch (act) {
-    case Activation::None: return f(std::integral_constant<Activation, Activation::None>{});
-    case Activation::ReLU: return f(std::integral_constant<Activation, Activation::ReLU>{});
-    case Activation::Sigmoid: return f(std::integral_constant<Activation, Activation::Sigmoid>{});
-    case Activation::Tanh: return f(std::integral_constant<Activation, Activation::Tanh>{});
-  }
-}
-
 // y[i] = act(y[i] + b[i mod N]) over a contiguous y of `numel` elements, N per row; b may be null.
 template <typename scalar_t, Activation act, typename index_t>
 __global__ void __launch_bounds__(kEpilogueThreads)

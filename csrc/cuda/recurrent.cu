@@ -392,11 +392,12 @@ int blocks_for(int64_t n) {
 
 bool fits_int32(int64_t n) { return n < std::numeric_limits<int32_t>::max() / 2; }
 
-// Launches kernel<scalar_t, index_t> over n elements on the current stream.
-#define DLUNITS_LAUNCH(kernel, n, ...)                                                           \
+// Launches kernel<scalar_t, index_t> with a thread per element of n, on the current stream;
+// index_t is int32_t when every index the kernel forms stays below index_bound's int32 limit.
+#define DLUNITS_LAUNCH(kernel, n, index_bound, ...)                                              \
   do {                                                                                           \
     const auto stream = at::cuda::getCurrentCUDAStream();                                        \
-    if (fits_int32(n)) {                                                                         \
+    if (fits_int32(index_bound)) {                                                               \
       kernel<scalar_t, int32_t><<<blocks_for(n), kThreads, 0, stream>>>(__VA_ARGS__);            \
     } else {                                                                                     \
       kernel<scalar_t, int64_t><<<blocks_for(n), kThreads, 0, stream>>>(__VA_ARGS__);            \
@@ -420,39 +421,25 @@ struct CudaKernels {
     return p.gate_count == 4 ? launch_persistent_backward<scalar_t, 4>(p) : launch_persistent_backward<scalar_t, 1>(p);
   }
 
-  // The largest index a step kernel forms is rows·4H (the gates), so n for the index type is that.
+  // The largest index a step kernel forms is rows·G·H (the gates): 1 gate for the RNN, 4 for the LSTM.
   template <typename scalar_t>
   static void rnn_forward_step(const RnnForwardStep<scalar_t>& s) {
-    DLUNITS_LAUNCH(rnn_forward_kernel, s.rows * s.hidden, s);
+    DLUNITS_LAUNCH(rnn_forward_kernel, s.rows * s.hidden, s.rows * s.hidden, s);
   }
 
   template <typename scalar_t>
   static void rnn_backward_step(const RnnBackwardStep<scalar_t>& s) {
-    DLUNITS_LAUNCH(rnn_backward_kernel, s.rows * s.hidden, s);
+    DLUNITS_LAUNCH(rnn_backward_kernel, s.rows * s.hidden, s.rows * s.hidden, s);
   }
 
   template <typename scalar_t>
   static void lstm_forward_step(const LstmForwardStep<scalar_t>& s) {
-    const int64_t n = s.rows * s.hidden;
-    const auto stream = at::cuda::getCurrentCUDAStream();
-    if (fits_int32(4 * n)) {
-      lstm_forward_kernel<scalar_t, int32_t><<<blocks_for(n), kThreads, 0, stream>>>(s);
-    } else {
-      lstm_forward_kernel<scalar_t, int64_t><<<blocks_for(n), kThreads, 0, stream>>>(s);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    DLUNITS_LAUNCH(lstm_forward_kernel, s.rows * s.hidden, 4 * s.rows * s.hidden, s);
   }
 
   template <typename scalar_t>
   static void lstm_backward_step(const LstmBackwardStep<scalar_t>& s) {
-    const int64_t n = s.rows * s.hidden;
-    const auto stream = at::cuda::getCurrentCUDAStream();
-    if (fits_int32(4 * n)) {
-      lstm_backward_kernel<scalar_t, int32_t><<<blocks_for(n), kThreads, 0, stream>>>(s);
-    } else {
-      lstm_backward_kernel<scalar_t, int64_t><<<blocks_for(n), kThreads, 0, stream>>>(s);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    DLUNITS_LAUNCH(lstm_backward_kernel, s.rows * s.hidden, 4 * s.rows * s.hidden, s);
   }
 
   template <typename scalar_t>

@@ -28,10 +28,12 @@
 //   then, for all steps at once: dx = dZ · W_ih, dW_ih = dZᵀ · x, dW_hh = dZᵀ · h_prev,
 //   db = Σ_rows dZ (db_ih = db_hh), dW_hr = dh_totalᵀ · (o ⊙ tanh c).
 //
-// Matrix products go through at::mm / at::mm_out (BLAS on the CPU, cuBLAS on
-// CUDA), as the project allows for the gate pre-activations and their
-// gradients; the gate arithmetic, the state updates and the bias reduction are
-// ours (the Kernels).
+// The matrix products issued here go through at::mm / at::mm_out (BLAS on the
+// CPU, cuBLAS on CUDA), as the project allows for the gate pre-activations and
+// their gradients; the gate arithmetic, the state updates and the bias reduction
+// are ours (the Kernels). A device may take over the recurrence of a padded
+// sequence (persistent_forward / persistent_backward: CUDA's cooperative kernels,
+// the CPU's own tiled products) or a whole cell step (cell_forward: the CPU).
 //
 // Cost per layer and direction (N = Σ B_t rows): 2·N·G·H·(I + P) FLOPs for the
 // products forward (plus 2·N·P·H with a projection) and twice that backward;
@@ -105,7 +107,7 @@ struct LstmBackwardStep {
 };
 
 // The whole forward recurrence of a padded sequence without a projection, for a
-// device that can run it as one launch (Kernels::persistent_forward returns false
+// device that runs it itself (Kernels::persistent_forward returns false
 // where it cannot, and the driver steps instead). input_proj holds X for every step.
 template <typename scalar_t>
 struct PersistentForward {
@@ -123,8 +125,8 @@ struct PersistentForward {
   RnnActivation activation;
 };
 
-// The whole backward through time of a padded sequence without a projection, in one
-// launch where a device can (Kernels::persistent_backward returns false otherwise):
+// The whole backward through time of a padded sequence without a projection, where a
+// device runs it itself (Kernels::persistent_backward returns false otherwise):
 // every step's dZ, and the gradients of the initial states.
 template <typename scalar_t>
 struct PersistentBackward {
@@ -139,6 +141,24 @@ struct PersistentBackward {
   scalar_t* grad_gates;         // [T·B, G·H] out: dZ
   int64_t steps, batch, hidden, gate_count;
   bool reverse;
+  RnnActivation activation;
+};
+
+// One step of a layer without a projection (a cell), input product included, for a device
+// that runs it whole (Kernels::cell_forward returns false where it does not).
+template <typename scalar_t>
+struct CellForward {
+  const scalar_t* input;      // [B, I]
+  const scalar_t* weight_ih;  // [G·H, I]
+  const scalar_t* weight_hh;  // [G·H, H]
+  const scalar_t* bias;       // [G·H]
+  const scalar_t* h0;         // [B, H]
+  scalar_t* output;           // [B, H]   h_1
+  scalar_t* h_state;          // [B, H]   out: h_1
+  scalar_t* c_state;          // [B, H]   in: c0, out: c_1 (LSTM)
+  scalar_t* gates;            // [B, 4H]  (LSTM)
+  scalar_t* cells;            // [B, H]   (LSTM)
+  int64_t batch, input_size, hidden, gate_count;
   RnnActivation activation;
 };
 
@@ -215,8 +235,17 @@ RecurrentForward recurrent_forward(const RecurrentGeometry& g, RnnActivation act
   }
   if (N == 0) return f;
 
-  const at::Tensor input_proj = at::mm(input, weight_ih.t());  // every step's W_ih x_t in one product
   const at::Tensor bias = combined_bias(bias_ih, bias_hh, GH, options);
+  if (g.steps() == 1 && !g.projected() &&
+      Kernels::cell_forward(CellForward<scalar_t>{
+          input.const_data_ptr<scalar_t>(), weight_ih.const_data_ptr<scalar_t>(),
+          weight_hh.const_data_ptr<scalar_t>(), bias.const_data_ptr<scalar_t>(), h0.const_data_ptr<scalar_t>(),
+          f.output.mutable_data_ptr<scalar_t>(), f.h_n.mutable_data_ptr<scalar_t>(),
+          lstm ? f.c_n.mutable_data_ptr<scalar_t>() : nullptr, lstm ? f.gates.mutable_data_ptr<scalar_t>() : nullptr,
+          lstm ? f.cells.mutable_data_ptr<scalar_t>() : nullptr, g.batch, g.input_size, H, g.gates, activation})) {
+    return f;
+  }
+  const at::Tensor input_proj = at::mm(input, weight_ih.t());  // every step's W_ih x_t in one product
   const at::Tensor weight_hh_t = weight_hh.t();
   at::Tensor hidden_proj = at::empty({g.batch, GH}, options);
   at::Tensor unprojected = g.projected() ? at::empty({g.batch, H}, options) : at::Tensor();
@@ -224,7 +253,7 @@ RecurrentForward recurrent_forward(const RecurrentGeometry& g, RnnActivation act
   const scalar_t* x_proj = input_proj.const_data_ptr<scalar_t>();
   scalar_t* output = f.output.mutable_data_ptr<scalar_t>();
   scalar_t* h_state = f.h_n.mutable_data_ptr<scalar_t>();
-  if (g.steps() > 1 && g.uniform && !g.projected() &&
+  if (g.uniform && !g.projected() &&
       Kernels::persistent_forward(PersistentForward<scalar_t>{
           x_proj, bias.const_data_ptr<scalar_t>(), weight_hh.const_data_ptr<scalar_t>(), h0.const_data_ptr<scalar_t>(),
           h_state, lstm ? f.c_n.mutable_data_ptr<scalar_t>() : nullptr, output,
@@ -285,9 +314,9 @@ RecurrentBackward recurrent_backward(const RecurrentGeometry& g, RnnActivation a
   scalar_t* dz = grad_gates.mutable_data_ptr<scalar_t>();
   scalar_t* dh = r.grad_h0.mutable_data_ptr<scalar_t>();
   const bool persistent =
-      g.steps() > 1 && g.uniform && !g.projected() &&
+      g.uniform && !g.projected() &&
       Kernels::persistent_backward(PersistentBackward<scalar_t>{
-          grad_out, output.const_data_ptr<scalar_t>(), lstm ? gates.const_data_ptr<scalar_t>() : nullptr,
+          grad_out, output.defined() ? output.const_data_ptr<scalar_t>() : nullptr, lstm ? gates.const_data_ptr<scalar_t>() : nullptr,
           lstm ? cells.const_data_ptr<scalar_t>() : nullptr, lstm ? c0.const_data_ptr<scalar_t>() : nullptr,
           weight_hh.const_data_ptr<scalar_t>(), dh, lstm ? r.grad_c0.mutable_data_ptr<scalar_t>() : nullptr, dz,
           g.steps(), g.batch, H, g.gates, reverse, activation});

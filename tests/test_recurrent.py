@@ -181,6 +181,30 @@ def test_threads(threads, kind):
         compare_modules(ref, dl, randn(2, 300, 8, gen=gen), dtype=torch.float32)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "RNN", "LSTM"])
+def test_cpu_tiled_products(dtype, kind):
+    """The CPU's own products (csrc/cpu/panel_gemm.h) at sizes that reach every edge of their tiling:
+    19 rows (two full 8-row tiles and 3 left; a batch split 10/9 or 7/6/6 over threads), 270 hidden
+    units (a partial last panel, a partial 8-unit block in the cell, and K = 270 longer than one K
+    chunk in both float32 and float64), an input size of 131. Both directions of the sequence, so that
+    the backward's products run too; as torch on 1 and 3 threads, and bit-identical between them."""
+    cell = kind.endswith("Cell")
+    ref, dl = module_pair(kind, 131, 270, **({} if cell else {"bidirectional": True}))
+    gen = make_generator(30)
+    x = randn(19, 131, gen=gen) if cell else randn(3, 19, 131, gen=gen)
+    directions = 1 if cell else 2
+    h = randn(19, 270, gen=gen) if cell else randn(directions, 19, 270, gen=gen)
+    hx = (h, randn(*h.shape, gen=gen)) if "LSTM" in kind else h
+    results = []
+    for threads in (1, 3):
+        with num_threads(threads):
+            y_dl, _ = compare_modules(ref, dl, x, hx, dtype=dtype)
+        results.append(y_dl)
+    for a, b in zip(*results):
+        assert torch.equal(a, b), "the CPU's tiled products depend on the number of threads"
+
+
 # --------------------------------------------------------------------------------------
 # Whole sequences: every option of torch.nn.RNN and torch.nn.LSTM
 # --------------------------------------------------------------------------------------

@@ -1,26 +1,39 @@
 // dlunits — the recurrent units on the CPU: RNNCell, LSTMCell, and one layer and
 // direction of RNN and LSTM over a whole (possibly packed) sequence.
 //
-// The recurrence itself (which step runs when, the matrix products, the saved
-// tensors) is csrc/recurrent_driver.h, shared with CUDA; its header comment has
-// the equations, FLOPs and bytes. This file is the CPU's fused step passes:
-//   forward   one pass over [rows, H] reads the G pre-activation blocks of X_t and
-//             h_{t-1}·W_hhᵀ and the bias, computes every gate, c_t and h_t, and
-//             writes the saved gates, c_t, h_t and the running state;
-//   backward  one pass reads the upstream gradients, the saved gates and cells,
-//             and writes every gate's pre-activation gradient and dc_{t-1};
-// plus the bias gradient (a column sum). Each pass is O(rows·G·H), memory-bound:
-// it moves about (3G + 4)·rows·H elements, against 2·rows·G·H·P FLOPs of the
-// step's matrix product, which at::mm_out (BLAS) does.
+// The order of the steps and the saved tensors are csrc/recurrent_driver.h, shared
+// with CUDA; its header comment has the equations, FLOPs and bytes. This file has:
+//   the step passes  forward, one pass over [rows, H] reads the G pre-activation
+//                    blocks of X_t and h_{t-1}·W_hhᵀ and the bias, computes every
+//                    gate, c_t and h_t, and writes the saved gates, c_t and h_t;
+//                    backward, one pass reads the upstream gradients, the saved
+//                    gates and cells, and writes every gate's pre-activation gradient
+//                    and dc_{t-1}; plus the bias gradient (a column sum);
+//   the recurrence   of a padded sequence without a projection (the driver's
+//                    "persistent" hook): W_hh packed once per call, then per step
+//                    one product of ours (csrc/cpu/panel_gemm.h) and one pass, the
+//                    batch split over threads (a row's recurrence reads no other row);
+//   the cell         one step whose products are ours too, with the weights read in
+//                    place (transposed form, see cell_forward_pass).
+// The input projection of a sequence, the weight and input gradients, a cell's
+// backward products, and the steps of packed or projected sequences use at::mm
+// (BLAS), as the project allows for these units: at those shapes MKL's kernel was
+// as fast as ours or faster.
+//
+// Cost per step (B rows, H units, G gates): 2·B·G·H·H FLOPs for the recurrent
+// product against ~(3G + 4)·B·H elements moved by the pass; at B = 16, H = 256 the
+// product is ~0.11 ms on one Zen 3 core (~75 GFLOP/s, ~85% of its FMA peak) and the
+// pass ~0.025 ms.
 //
 // Precision: float64 uses std::exp and std::tanh. float32 uses exp_approx below,
 // a polynomial exp that the compiler vectorises (libm's expf does not), accurate
-// to about 2 ulp; sigmoid and tanh are built on it, so that a step's fused pass
-// costs a small fraction of its matrix product (B=16, H=256: ~15%).
+// to about 2 ulp; sigmoid and tanh are built on it.
 //
-// Threads: rows are split with at::parallel_for when a pass has enough work
-// (>= 16 K elements per chunk); each element is written by one thread, and the
-// column sum keeps a fixed order over rows, so results do not depend on threads.
+// Threads: the sequence splits the batch, the cell splits the units in blocks of 8,
+// the per-step passes of packed sequences split rows (>= 16 K elements per chunk).
+// Every element is written by one thread and computed in the same order whatever the
+// split, and the column sum keeps a fixed order over rows, so results do not depend
+// on the number of threads.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -29,8 +42,10 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "../recurrent_driver.h"
+#include "panel_gemm.h"
 
 // The step passes convert float to int and select (exp_approx): with trapping math
 // (GCC's default) GCC will not vectorise those. torch runs with FP traps off.
@@ -85,15 +100,15 @@ inline int64_t row_grain(int64_t row_elements) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, row_elements));
 }
 
-// --- one row of a step pass ---------------------------------------------------------------------------------------
+// --- one row of a step pass (units 0 … count - 1, the gates H apart) -----------------------------------------
 // Plain functions of restrict pointers and a hidden size by value: the form in which
 // GCC vectorises the loops (inside the parallel_for lambdas it did not).
 
 template <typename scalar_t, bool relu>
 void rnn_forward_row(const scalar_t* __restrict__ x, const scalar_t* __restrict__ a,
-                     const scalar_t* __restrict__ bias, scalar_t* __restrict__ out, int64_t H) {
+                     const scalar_t* __restrict__ bias, scalar_t* __restrict__ out, int64_t count) {
   using acc_t = at::opmath_type<scalar_t>;
-  for (int64_t j = 0; j < H; ++j) {
+  for (int64_t j = 0; j < count; ++j) {
     const acc_t z = acc_t(x[j]) + acc_t(a[j]) + acc_t(bias[j]);
     out[j] = static_cast<scalar_t>(relu ? (z > acc_t(0) ? z : acc_t(0)) : Math<acc_t>::tanh(z));
   }
@@ -101,9 +116,9 @@ void rnn_forward_row(const scalar_t* __restrict__ x, const scalar_t* __restrict_
 
 template <typename scalar_t, bool relu>
 void rnn_backward_row(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ ds,
-                      const scalar_t* __restrict__ h, scalar_t* __restrict__ dz, int64_t H) {
+                      const scalar_t* __restrict__ h, scalar_t* __restrict__ dz, int64_t count) {
   using acc_t = at::opmath_type<scalar_t>;
-  for (int64_t j = 0; j < H; ++j) {
+  for (int64_t j = 0; j < count; ++j) {
     const acc_t hj = acc_t(h[j]);
     // tanh' = 1 - h², relu' = [h > 0]
     const acc_t slope = relu ? (hj > acc_t(0) ? acc_t(1) : acc_t(0)) : acc_t(1) - hj * hj;
@@ -115,10 +130,10 @@ template <typename scalar_t>
 void lstm_forward_row(const scalar_t* __restrict__ x, const scalar_t* __restrict__ a,
                       const scalar_t* __restrict__ bias, scalar_t* __restrict__ c_state,
                       scalar_t* __restrict__ gates, scalar_t* __restrict__ cells, scalar_t* __restrict__ h_out,
-                      int64_t H) {
+                      int64_t H, int64_t count) {
   using acc_t = at::opmath_type<scalar_t>;
   using M = Math<acc_t>;
-  for (int64_t j = 0; j < H; ++j) {
+  for (int64_t j = 0; j < count; ++j) {
     const acc_t i = M::sigmoid(acc_t(x[j]) + acc_t(a[j]) + acc_t(bias[j]));
     const acc_t f = M::sigmoid(acc_t(x[H + j]) + acc_t(a[H + j]) + acc_t(bias[H + j]));
     const acc_t g = M::tanh(acc_t(x[2 * H + j]) + acc_t(a[2 * H + j]) + acc_t(bias[2 * H + j]));
@@ -139,10 +154,10 @@ template <typename scalar_t, bool has_state, bool has_out>
 void lstm_backward_row(const scalar_t* __restrict__ dh_a, const scalar_t* __restrict__ dh_b,
                        const scalar_t* __restrict__ gates, const scalar_t* __restrict__ cells,
                        const scalar_t* __restrict__ c_prev, scalar_t* __restrict__ dc_state,
-                       scalar_t* __restrict__ dz, scalar_t* __restrict__ h_out, int64_t H) {
+                       scalar_t* __restrict__ dz, scalar_t* __restrict__ h_out, int64_t H, int64_t count) {
   using acc_t = at::opmath_type<scalar_t>;
   using M = Math<acc_t>;
-  for (int64_t j = 0; j < H; ++j) {
+  for (int64_t j = 0; j < count; ++j) {
     acc_t dh = acc_t(dh_a[j]);
     if constexpr (has_state) dh += acc_t(dh_b[j]);
     const acc_t i = acc_t(gates[j]), f = acc_t(gates[H + j]), g = acc_t(gates[2 * H + j]),
@@ -158,19 +173,186 @@ void lstm_backward_row(const scalar_t* __restrict__ dh_a, const scalar_t* __rest
   }
 }
 
+// --- whole sequences: W_hh packed once, then per step one tiled product and one pass ------------------------------
+//
+// The recurrence of one batch row never reads another row, so threads split the batch: each runs the
+// whole sequence on its rows (one parallel region, no synchronisation between steps), reading all of
+// the packed W_hh at every step. Per step and row block: the G gates' pre-activations
+// A = h_{t-1} · W_hhᵀ (cpu::panel_gemm, 8-row tiles), then the step pass over those rows.
+// Backward through time is the same with dh = dZ_{t+1} · W_hh.
+
+// Rows per thread: at least one full tile (8), and one thread below ~1 MFLOP in all.
+inline int64_t batch_grain(int64_t rows, int64_t flops_per_row) {
+  return flops_per_row * rows < (int64_t(1) << 20) ? std::max<int64_t>(rows, 1) : 8;
+}
+
+// at::parallel_for's grain over panels (a cell splits units): one thread below ~1 MFLOP.
+inline int64_t panel_grain(int64_t panels, int64_t flops_per_panel) {
+  return flops_per_panel * panels < (int64_t(1) << 20) ? std::max<int64_t>(panels, 1) : 1;
+}
+
+template <typename scalar_t>
+void sequence_forward(const PersistentForward<scalar_t>& p) {
+  const int64_t T = p.steps, B = p.batch, H = p.hidden, G = p.gate_count, GH = G * H;
+  const auto options = at::TensorOptions().dtype(caffe2::TypeMeta::Make<scalar_t>());
+  // Gate g of W_hh as panels of W_gᵀ, so that gate g's pre-activations are columns g·H … of A.
+  std::vector<at::Tensor> packed;
+  std::vector<cpu::Panels<scalar_t>> weight;
+  for (int64_t g = 0; g < G; ++g) {
+    packed.push_back(cpu::pack_transposed(p.weight_hh + g * H * H, H, H, options));
+    weight.push_back(cpu::packed_panels<scalar_t>(packed.back(), H));
+  }
+  at::Tensor hidden_proj_buffer = at::empty({B, GH}, options);
+  scalar_t* hidden_proj = hidden_proj_buffer.mutable_data_ptr<scalar_t>();
+
+  at::parallel_for(0, B, batch_grain(B, 2 * T * GH * H), [&](int64_t b0, int64_t b1) {
+    const scalar_t* h_prev = p.h0 + b0 * H;  // row b0 of h_{t-1}, H apart
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = p.reverse ? T - 1 - s : s;
+      for (int64_t g = 0; g < G; ++g) {
+        cpu::panel_gemm(cpu::MatrixA<scalar_t>{h_prev, H, 1}, b1 - b0, weight[g], 0, weight[g].count(),
+                        hidden_proj + b0 * GH + g * H, GH, false);
+      }
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t gate_row = (t * B + b) * GH, row = (t * B + b) * H;
+        if (G == 1) {
+          const auto step = p.activation == RnnActivation::Relu ? rnn_forward_row<scalar_t, true>
+                                                                 : rnn_forward_row<scalar_t, false>;
+          step(p.input_proj + gate_row, hidden_proj + b * GH, p.bias, p.output + row, H);
+        } else {
+          lstm_forward_row(p.input_proj + gate_row, hidden_proj + b * GH, p.bias, p.c_state + b * H,
+                           p.gates + gate_row, p.cells + row, p.output + row, H, H);
+        }
+      }
+      h_prev = p.output + (t * B + b0) * H;
+    }
+    std::memcpy(p.h_state + b0 * H, h_prev, (b1 - b0) * H * sizeof(scalar_t));
+  });
+}
+
+template <typename scalar_t>
+void sequence_backward(const PersistentBackward<scalar_t>& p) {
+  const int64_t T = p.steps, B = p.batch, H = p.hidden, G = p.gate_count, GH = G * H;
+  const auto options = at::TensorOptions().dtype(caffe2::TypeMeta::Make<scalar_t>());
+  // dh = dZ · W_hh: W_hh [GH, H] packed once as panels of its columns.
+  const at::Tensor packed = cpu::pack_columns(p.weight_hh, GH, H, options);
+  const auto weight = cpu::packed_panels<scalar_t>(packed, H);
+
+  at::parallel_for(0, B, batch_grain(B, 2 * T * GH * H), [&](int64_t b0, int64_t b1) {
+    // grad_h: in grad_h_n; each step's product overwrites the rows with dZ_{t+1} · W_hh, which the pass
+    // adds to grad_output_t; after the last step they are dZ_first · W_hh, the gradient of h0.
+    const auto grad_h_from = [&](const scalar_t* grad_gates) {
+      cpu::panel_gemm(cpu::MatrixA<scalar_t>{grad_gates + b0 * GH, GH, 1}, b1 - b0, weight, 0, weight.count(),
+                      p.grad_h + b0 * H, H, false);
+    };
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = p.reverse ? s : T - 1 - s;
+      const int64_t t_prev = p.reverse ? t + 1 : t - 1;  // the step before t in the forward pass
+      if (s > 0) grad_h_from(p.grad_gates + (p.reverse ? t - 1 : t + 1) * B * GH);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t gate_row = (t * B + b) * GH, row = (t * B + b) * H;
+        if (G == 1) {
+          const auto step = p.activation == RnnActivation::Relu ? rnn_backward_row<scalar_t, true>
+                                                                 : rnn_backward_row<scalar_t, false>;
+          step(p.grad_output + row, p.grad_h + b * H, p.output + row, p.grad_gates + gate_row, H);
+        } else {
+          const bool first_step = t_prev < 0 || t_prev >= T;
+          const scalar_t* c_prev = first_step ? p.c0 + b * H : p.cells + (t_prev * B + b) * H;
+          lstm_backward_row<scalar_t, true, false>(p.grad_output + row, p.grad_h + b * H, p.gates + gate_row,
+                                                   p.cells + row, c_prev, p.grad_c + b * H,
+                                                   p.grad_gates + gate_row, nullptr, H, H);
+        }
+      }
+    }
+    grad_h_from(p.grad_gates + (p.reverse ? T - 1 : 0) * B * GH);
+  });
+}
+
+// A cell (one step, no projection): zᵀ = W_ih · xᵀ and W_hh · h0ᵀ, the weights read in place as the
+// broadcast operand and the thin xᵀ, h0ᵀ packed as panels, so nothing of the size of a weight is copied
+// per call. Threads split the units in blocks of 8 (all G gates of each); a thread transposes its units'
+// columns to rows and runs the step pass on them.
+template <typename scalar_t>
+void cell_forward_pass(const CellForward<scalar_t>& p) {
+  constexpr int64_t kUnits = 8;
+  const int64_t B = p.batch, I = p.input_size, H = p.hidden, G = p.gate_count, GH = G * H;
+  const auto options = at::TensorOptions().dtype(caffe2::TypeMeta::Make<scalar_t>());
+  const at::Tensor input_t = cpu::pack_transposed(p.input, B, I, options);
+  const at::Tensor h0_t = cpu::pack_transposed(p.h0, B, H, options);
+  const auto input_panels = cpu::packed_panels<scalar_t>(input_t, B);
+  const auto h0_panels = cpu::packed_panels<scalar_t>(h0_t, B);
+  const int64_t Bp = input_panels.count() * cpu::Simd<scalar_t>::lanes;
+  // [GH, Bp] products, then [B, GH] rows for the pass.
+  at::Tensor products = at::empty({2, GH, Bp}, options), rows = at::empty({2, B, GH}, options);
+  scalar_t* input_proj_t = products.mutable_data_ptr<scalar_t>();
+  scalar_t* hidden_proj_t = input_proj_t + GH * Bp;
+  scalar_t* input_proj = rows.mutable_data_ptr<scalar_t>();
+  scalar_t* hidden_proj = input_proj + B * GH;
+  const int64_t blocks = (H + kUnits - 1) / kUnits;
+  at::parallel_for(0, blocks, panel_grain(blocks, 2 * kUnits * G * (I + H) * Bp), [&](int64_t begin, int64_t end) {
+    const int64_t j0 = begin * kUnits, count = std::min(end * kUnits, H) - j0;
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t row = g * H + j0;
+      cpu::panel_gemm(cpu::MatrixA<scalar_t>{p.weight_ih + row * I, I, 1}, count, input_panels, 0,
+                      input_panels.count(), input_proj_t + row * Bp, Bp, false);
+      cpu::panel_gemm(cpu::MatrixA<scalar_t>{p.weight_hh + row * H, H, 1}, count, h0_panels, 0, h0_panels.count(),
+                      hidden_proj_t + row * Bp, Bp, false);
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t g = 0; g < G; ++g) {
+        for (int64_t j = j0; j < j0 + count; ++j) {
+          input_proj[b * GH + g * H + j] = input_proj_t[(g * H + j) * Bp + b];
+          hidden_proj[b * GH + g * H + j] = hidden_proj_t[(g * H + j) * Bp + b];
+        }
+      }
+      const int64_t gate_row = b * GH + j0, row = b * H + j0;
+      if (G == 1) {
+        const auto step = p.activation == RnnActivation::Relu ? rnn_forward_row<scalar_t, true>
+                                                               : rnn_forward_row<scalar_t, false>;
+        step(input_proj + gate_row, hidden_proj + gate_row, p.bias + j0, p.output + row, count);
+      } else {
+        lstm_forward_row(input_proj + gate_row, hidden_proj + gate_row, p.bias + j0, p.c_state + row,
+                         p.gates + gate_row, p.cells + row, p.output + row, H, count);
+      }
+    }
+  });
+  std::memcpy(p.h_state, p.output, B * H * sizeof(scalar_t));
+}
+
 struct CpuKernels {
   struct DeviceGuard {
     explicit DeviceGuard(const at::Tensor&) {}
   };
 
-  // The CPU steps through time (each step's product is a BLAS call on the whole batch).
+  // A padded sequence without a projection (a cell is one step): the loops above. The CPU's
+  // packed-sequence and projected steps go through the driver's per-step products (BLAS).
   template <typename scalar_t>
-  static bool persistent_forward(const PersistentForward<scalar_t>&) {
+  static bool cell_forward(const CellForward<scalar_t>& p) {
+    if constexpr (std::is_floating_point_v<scalar_t>) {
+      cell_forward_pass(p);
+      return true;
+    }
     return false;
   }
 
+  // (The CPU refuses the half types before this; they only instantiate it.)
   template <typename scalar_t>
-  static bool persistent_backward(const PersistentBackward<scalar_t>&) {
+  static bool persistent_forward(const PersistentForward<scalar_t>& p) {
+    if constexpr (std::is_floating_point_v<scalar_t>) {
+      sequence_forward(p);
+      return true;
+    }
+    return false;
+  }
+
+  // A cell's backward (one step) goes through the driver's BLAS product: packing W_hh would cost more.
+  template <typename scalar_t>
+  static bool persistent_backward(const PersistentBackward<scalar_t>& p) {
+    if constexpr (std::is_floating_point_v<scalar_t>) {
+      if (p.steps < 2) return false;
+      sequence_backward(p);
+      return true;
+    }
     return false;
   }
 
@@ -205,7 +387,7 @@ struct CpuKernels {
       const int64_t H = s.hidden;
       for (int64_t b = begin; b < end; ++b) {
         lstm_forward_row(s.input_proj + b * 4 * H, s.hidden_proj + b * 4 * H, s.bias, s.c_state + b * H,
-                         s.gates + b * 4 * H, s.cells + b * H, s.hidden_out + b * H, H);
+                         s.gates + b * 4 * H, s.cells + b * H, s.hidden_out + b * H, H, H);
         if (s.h_state) std::memcpy(s.h_state + b * H, s.hidden_out + b * H, H * sizeof(scalar_t));
       }
     });
@@ -224,7 +406,7 @@ struct CpuKernels {
       for (int64_t b = begin; b < end; ++b) {
         row(s.grad_hidden + b * H, has_state ? s.grad_state + b * H : nullptr, s.gates + b * 4 * H,
             s.cells + b * H, b < s.c_prev_rows ? s.c_prev + b * H : s.c0 + b * H, s.grad_c_state + b * H,
-            s.grad_gates + b * 4 * H, has_out ? s.hidden_out + b * H : nullptr, H);
+            s.grad_gates + b * 4 * H, has_out ? s.hidden_out + b * H : nullptr, H, H);
       }
     });
   }

@@ -411,13 +411,21 @@ struct CudaKernels {
     explicit DeviceGuard(const at::Tensor& t) : guard(t.device()) {}
   };
 
+  // A cell is the per-step path: one cuBLAS product for the input, one for the state.
+  template <typename scalar_t>
+  static bool cell_forward(const CellForward<scalar_t>&) {
+    return false;
+  }
+
   template <typename scalar_t>
   static bool persistent_forward(const PersistentForward<scalar_t>& p) {
+    if (p.steps < 2) return false;  // one step (a cell) is no recurrence: the step kernels
     return p.gate_count == 4 ? launch_persistent_forward<scalar_t, 4>(p) : launch_persistent_forward<scalar_t, 1>(p);
   }
 
   template <typename scalar_t>
   static bool persistent_backward(const PersistentBackward<scalar_t>& p) {
+    if (p.steps < 2) return false;
     return p.gate_count == 4 ? launch_persistent_backward<scalar_t, 4>(p) : launch_persistent_backward<scalar_t, 1>(p);
   }
 

@@ -184,17 +184,17 @@ def test_threads(threads, kind):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "RNN", "LSTM"])
 def test_cpu_tiled_products(dtype, kind):
-    """The CPU's own products (csrc/cpu/panel_gemm.h) at sizes that reach every edge of their tiling:
-    19 rows (two full 8-row tiles and 3 left; a batch split 10/9 or 7/6/6 over threads), 270 hidden
-    units (a partial last panel, a partial 8-unit block in the cell, and K = 270 longer than one K
-    chunk in both float32 and float64), an input size of 131. Both directions of the sequence, so that
-    the backward's products run too; as torch on 1 and 3 threads, and bit-identical between them."""
+    """The CPU's own products (csrc/cpu/panel_gemm.h) at sizes that reach every edge of their tiling.
+    Sequences: 19 rows (two full 8-row tiles and 3 left; a batch split 10/9 or 7/6/6 over threads).
+    Cells (its path takes a batch of at most 16): 13 rows, so the last batch panel is partial. Both:
+    270 hidden units (a partial last panel, a partial 8-unit block in the cell, and K = 270 longer than
+    one K chunk in float32 and float64), an input size of 131; both directions of the sequence, so that
+    the backward's products run too. As torch on 1 and 3 threads, and bit-identical between them."""
     cell = kind.endswith("Cell")
     ref, dl = module_pair(kind, 131, 270, **({} if cell else {"bidirectional": True}))
     gen = make_generator(30)
-    x = randn(19, 131, gen=gen) if cell else randn(3, 19, 131, gen=gen)
-    directions = 1 if cell else 2
-    h = randn(19, 270, gen=gen) if cell else randn(directions, 19, 270, gen=gen)
+    x = randn(13, 131, gen=gen) if cell else randn(3, 19, 131, gen=gen)
+    h = randn(13, 270, gen=gen) if cell else randn(2, 19, 270, gen=gen)
     hx = (h, randn(*h.shape, gen=gen)) if "LSTM" in kind else h
     results = []
     for threads in (1, 3):

@@ -13,8 +13,8 @@
 //                    "persistent" hook): W_hh packed once per call, then per step
 //                    one product of ours (csrc/cpu/panel_gemm.h) and one pass, the
 //                    batch split over threads (a row's recurrence reads no other row);
-//   the cell         one step whose products are ours too, with the weights read in
-//                    place (transposed form, see cell_forward_pass).
+//   the cell         at a batch of at most 16, one step whose products are ours too,
+//                    with the weights read in place (transposed form, cell_forward_pass).
 // The input projection of a sequence, the weight and input gradients, a cell's
 // backward products, and the steps of packed or projected sequences use at::mm
 // (BLAS), as the project allows for these units: at those shapes MKL's kernel was
@@ -319,6 +319,9 @@ void cell_forward_pass(const CellForward<scalar_t>& p) {
   std::memcpy(p.h_state, p.output, B * H * sizeof(scalar_t));
 }
 
+// The largest batch for which a cell step runs on cell_forward_pass (see CpuKernels::cell_forward).
+constexpr int64_t kThinCellBatch = 16;
+
 struct CpuKernels {
   struct DeviceGuard {
     explicit DeviceGuard(const at::Tensor&) {}
@@ -326,8 +329,11 @@ struct CpuKernels {
 
   // A padded sequence without a projection (a cell is one step): the loops above. The CPU's
   // packed-sequence and projected steps go through the driver's per-step products (BLAS).
+  // A thin batch only: from B = 32 up, W read in place as the broadcast operand was slower than BLAS
+  // (each W element then feeds B/L tiles out of L1, and MKL blocks for L2).
   template <typename scalar_t>
   static bool cell_forward(const CellForward<scalar_t>& p) {
+    if (p.batch > kThinCellBatch) return false;
     if constexpr (std::is_floating_point_v<scalar_t>) {
       cell_forward_pass(p);
       return true;

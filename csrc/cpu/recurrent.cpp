@@ -13,8 +13,8 @@
 //                    "persistent" hook): W_hh packed once per call, then per step
 //                    one product of ours (csrc/cpu/panel_gemm.h) and one pass, the
 //                    batch split over threads (a row's recurrence reads no other row);
-//   the cell         at a batch of at most 16, one step whose products are ours too,
-//                    with the weights read in place (transposed form, cell_forward_pass).
+//   the cell         in float32 at a batch of at most 16, one step whose products are
+//                    ours too, with the weights read in place (cell_forward_pass).
 // The input projection of a sequence, the weight and input gradients, a cell's
 // backward products, and the steps of packed or projected sequences use at::mm
 // (BLAS), as the project allows for these units: at those shapes MKL's kernel was
@@ -329,12 +329,13 @@ struct CpuKernels {
 
   // A padded sequence without a projection (a cell is one step): the loops above. The CPU's
   // packed-sequence and projected steps go through the driver's per-step products (BLAS).
-  // A thin batch only: from B = 32 up, W read in place as the broadcast operand was slower than BLAS
-  // (each W element then feeds B/L tiles out of L1, and MKL blocks for L2).
+  // float32 at a thin batch only: from B = 32 up, and in float64 (4 lanes), W read in place as the
+  // broadcast operand was slower than BLAS (each W element then feeds B/L tiles out of L1, and MKL
+  // blocks for L2).
   template <typename scalar_t>
   static bool cell_forward(const CellForward<scalar_t>& p) {
-    if (p.batch > kThinCellBatch) return false;
-    if constexpr (std::is_floating_point_v<scalar_t>) {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (p.batch > kThinCellBatch) return false;
       cell_forward_pass(p);
       return true;
     }

@@ -2,19 +2,19 @@
 //
 //   C[m, n] (+)= Σ_k A[m, k] · B[k, n]
 //
-// A recurrent step multiplies a thin matrix (B rows of states, B ≈ 16) by the same
-// weight matrix at every step. BLAS treats each step as a new problem: it repacks
-// the weights every call (MKL on AMD processors also runs its generic kernel), so
-// at B = 16, H = 256 about a quarter of a step went to copying W_hh. Here the
-// weights are packed once per sequence (pack_transposed) and each step is only
-// the tiled product below.
+// A recurrent step multiplies a thin matrix (the batch's states, B ≈ 16 rows) by the
+// same weight matrix at every step. BLAS treats each step as a new problem: it
+// repacks the weights on every call (and MKL runs its generic kernel on AMD
+// processors); at B = 16, H = 256 about a fifth of a step's product went to copying
+// W_hh. Here the weights are packed once per sequence and each step is only the
+// tiled product below.
 //
 // Layout. B is read as panels of L = 32 bytes / sizeof(T) columns (8 floats, 4
 // doubles): element (k, n) of B is at panel(n / L)[k · row_stride + n % L]. A
-// packed panel has row_stride L and is zero-padded to L columns (pack_transposed
-// packs Bᵀ from a weight W for A · Wᵀ, pack_columns packs B = W for A · W; a
-// panel read in place from W, with W's row as its stride, was slower). A is read by scalar broadcasts through (row, column)
-// strides, so Aᵀ costs nothing either.
+// packed panel has row_stride L and is zero-padded to L columns: pack_transposed
+// packs Wᵀ for A · Wᵀ (and a cell's thin inputs, xᵀ and hᵀ), pack_columns packs W
+// for A · W. A is read by scalar broadcasts through (row, column) strides, so A
+// can be a weight read in place, or a transpose, at no cost.
 //
 // Micro-kernel: a tile of MR ≤ 8 rows by one panel is MR vector accumulators. Per k
 // it loads one panel row (a vector) and broadcasts MR elements of A: MR FMAs of L
@@ -26,8 +26,9 @@
 // (one panel's chunk is reused by every row tile), A once per panel from L1/L2, C
 // once (twice per extra K chunk). Measured alone at M = 16, N = 1024, K = 256 on one
 // Zen 3 core (FMA peak ~87 GFLOP/s): 0.113 ms, ~74 GFLOP/s, against 0.145 ms for
-// at::mm (MKL's sgemm, which packs W each call). With W read in place instead of
-// packed, or with M thin in K (a weight gradient), MKL was faster: those stay BLAS.
+// at::mm (MKL's sgemm, which packs W each call). With W's rows read in place as
+// the panels (stride H, half a cache line each), or with K thin (a weight gradient,
+// K = batch), MKL was faster: those products stay BLAS.
 //
 // Needs GCC's or Clang's vector extensions (the project builds with either).
 #pragma once

@@ -9,8 +9,8 @@
 //                    backward, one pass reads the upstream gradients, the saved
 //                    gates and cells, and writes every gate's pre-activation gradient
 //                    and dc_{t-1}; plus the bias gradient (a column sum);
-//   the recurrence   of a padded sequence without a projection (the driver's
-//                    "persistent" hook): W_hh packed once per call, then per step
+//   the recurrence   of a padded sequence of two or more steps without a projection
+//                    (the driver's "persistent" hook): W_hh packed once per call, then per step
 //                    one product of ours (csrc/cpu/panel_gemm.h) and one pass, the
 //                    batch split over threads (a row's recurrence reads no other row);
 //   the cell         in float32 at a batch of at most 16, one step whose products are
@@ -343,16 +343,18 @@ struct CpuKernels {
   }
 
   // (The CPU refuses the half types before this; they only instantiate it.)
+  // One step (a cell not taken by cell_forward) goes through the driver's BLAS products: packing
+  // W_hh for a single product would cost more than it saves.
   template <typename scalar_t>
   static bool persistent_forward(const PersistentForward<scalar_t>& p) {
     if constexpr (std::is_floating_point_v<scalar_t>) {
+      if (p.steps < 2) return false;
       sequence_forward(p);
       return true;
     }
     return false;
   }
 
-  // A cell's backward (one step) goes through the driver's BLAS product: packing W_hh would cost more.
   template <typename scalar_t>
   static bool persistent_backward(const PersistentBackward<scalar_t>& p) {
     if constexpr (std::is_floating_point_v<scalar_t>) {

@@ -76,36 +76,33 @@ struct Panels {
   int64_t width(int64_t p) const { return std::min<int64_t>(lanes, cols - p * lanes); }
 };
 
-// Bᵀ packed from a row-major src [n, k] (a weight matrix W, so that A · Wᵀ is a
-// product with these panels): panel p holds rows p·L … p·L + L - 1 of src, zero past n.
+// B [k, n] packed as panels, zero past column n, from B(i, j) = src[i · k_stride + j · n_stride].
 template <typename T>
-at::Tensor pack_transposed(const T* src, int64_t n, int64_t k, const at::TensorOptions& options) {
-  constexpr int L = Simd<T>::lanes;
-  const int64_t panels = (n + L - 1) / L;
-  at::Tensor packed = at::zeros({panels, k, L}, options);
-  T* out = packed.mutable_data_ptr<T>();
-  for (int64_t p = 0; p < panels; ++p) {
-    for (int64_t l = 0; l < L && p * L + l < n; ++l) {
-      const T* row = src + (p * L + l) * k;
-      T* column = out + p * k * L + l;
-      for (int64_t i = 0; i < k; ++i) column[i * L] = row[i];
-    }
-  }
-  return packed;
-}
-
-// B itself packed from a row-major src [k, n] (for A · W): panel p holds columns p·L … p·L + L - 1.
-template <typename T>
-at::Tensor pack_columns(const T* src, int64_t k, int64_t n, const at::TensorOptions& options) {
+at::Tensor pack_panels(const T* src, int64_t k, int64_t n, int64_t k_stride, int64_t n_stride,
+                       const at::TensorOptions& options) {
   constexpr int L = Simd<T>::lanes;
   const int64_t panels = (n + L - 1) / L;
   at::Tensor packed = at::zeros({panels, k, L}, options);
   T* out = packed.mutable_data_ptr<T>();
   for (int64_t p = 0; p < panels; ++p) {
     const int64_t width = std::min<int64_t>(L, n - p * L);
-    for (int64_t i = 0; i < k; ++i) std::copy_n(src + i * n + p * L, width, out + (p * k + i) * L);
+    for (int64_t i = 0; i < k; ++i) {
+      for (int64_t l = 0; l < width; ++l) out[(p * k + i) * L + l] = src[i * k_stride + (p * L + l) * n_stride];
+    }
   }
   return packed;
+}
+
+// Wᵀ for A · Wᵀ, W row-major [n, k] (a weight matrix, or a cell's input rows).
+template <typename T>
+at::Tensor pack_transposed(const T* w, int64_t n, int64_t k, const at::TensorOptions& options) {
+  return pack_panels(w, k, n, 1, k, options);
+}
+
+// W itself for A · W, W row-major [k, n].
+template <typename T>
+at::Tensor pack_columns(const T* w, int64_t k, int64_t n, const at::TensorOptions& options) {
+  return pack_panels(w, k, n, n, 1, options);
 }
 
 template <typename T>

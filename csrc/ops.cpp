@@ -62,7 +62,7 @@ TORCH_LIBRARY(dlunits, m) {
         "str nonlinearity, bool has_bias) -> (Tensor grad_input, Tensor grad_hx, Tensor grad_weight_ih, "
         "Tensor grad_weight_hh, Tensor grad_bias)");
   m.def("lstm_cell(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
-        "Tensor? bias_hh) -> (Tensor hy, Tensor cy, Tensor gates)");
+        "Tensor? bias_hh) -> (Tensor hy, Tensor cy, Tensor gates, Tensor cells)");
   m.def("lstm_cell_backward(Tensor grad_hy, Tensor grad_cy, Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, "
         "Tensor weight_hh, Tensor cy, Tensor gates, bool has_bias) -> (Tensor grad_input, Tensor grad_hx, "
         "Tensor grad_cx, Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias)");

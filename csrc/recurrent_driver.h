@@ -499,8 +499,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_cell_
   return {r.grad_input, r.grad_h0, r.grad_weight_ih, r.grad_weight_hh, r.grad_bias};
 }
 
+// Returns hy, cy, and for the backward the gates and a copy of cy (cells), so that the caller may
+// change cy in place, as torch's LSTMCell allows.
 template <typename Kernels>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_cell_op(const at::Tensor& input, const at::Tensor& hx,
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_cell_op(const at::Tensor& input, const at::Tensor& hx,
                                                             const at::Tensor& cx, const at::Tensor& weight_ih,
                                                             const at::Tensor& weight_hh,
                                                             const std::optional<at::Tensor>& bias_ih,
@@ -515,7 +517,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_cell_op(const at::Tensor& in
                                              defined_or_empty(bias_ih), defined_or_empty(bias_hh), at::Tensor(),
                                              false);
   });
-  return {f.output, f.c_n, f.gates};
+  return {f.output, f.c_n, f.gates, f.cells};
 }
 
 template <typename Kernels>

@@ -343,7 +343,8 @@ def _rnn_cell_backward_fake(grad_hy, input, hx, weight_ih, weight_hh, hy, nonlin
 @torch.library.register_fake("dlunits::lstm_cell")
 def _lstm_cell_fake(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh):
     _C.check_recurrent_cell(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, "dlunits.lstm_cell")
-    return input.new_empty(hx.shape), input.new_empty(cx.shape), input.new_empty((hx.shape[0], weight_ih.shape[0]))
+    return (input.new_empty(hx.shape), input.new_empty(cx.shape), input.new_empty((hx.shape[0], weight_ih.shape[0])),
+            input.new_empty(cx.shape))
 
 
 @torch.library.register_fake("dlunits::lstm_cell_backward")
@@ -430,14 +431,15 @@ def _rnn_cell_backward(ctx, grad_hy):
 def _lstm_cell_setup(ctx, inputs, output):
     input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh = inputs
     _note_biases(ctx, bias_ih, bias_hh)
-    _hy, cy, gates = output
-    ctx.mark_non_differentiable(gates)
-    ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, cy, gates)
+    _hy, _cy, gates, cells = output  # cells: c_t again, saved in place of cy, which the caller may modify
+    ctx.mark_non_differentiable(gates, cells)
+    ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, cells, gates)
 
 
-def _lstm_cell_backward(ctx, grad_hy, grad_cy, _grad_gates):
-    input, hx, cx, weight_ih, weight_hh, cy, gates = ctx.saved_tensors
-    grads = ops.lstm_cell_backward(grad_hy, grad_cy, input, hx, cx, weight_ih, weight_hh, cy, gates, ctx.has_bias)
+def _lstm_cell_backward(ctx, grad_hy, grad_cy, _grad_gates, _grad_cells):
+    input, hx, cx, weight_ih, weight_hh, cells, gates = ctx.saved_tensors
+    grads = ops.lstm_cell_backward(grad_hy, grad_cy, input, hx, cx, weight_ih, weight_hh, cells, gates,
+                                   ctx.has_bias)
     return (*grads[:5], *_bias_grads(ctx, grads[5]))
 
 

@@ -181,6 +181,27 @@ def test_threads(threads, kind):
         compare_modules(ref, dl, randn(2, 300, 8, gen=gen), dtype=torch.float32)
 
 
+@pytest.mark.parametrize("modified", ["h", "c", "both"])
+def test_lstm_cell_outputs_modified_in_place(modified):
+    """torch.nn.LSTMCell lets the caller change h' and c' in place before the backward (its backward
+    saves neither); so does dlunits', with the same gradients."""
+    ref, dl = module_pair("LSTMCell", 3, 5)
+    gen = make_generator(31)
+    x, h, c = randn(4, 3, gen=gen), randn(4, 5, gen=gen), randn(4, 5, gen=gen)
+    grads = []
+    for module in (ref, dl):
+        xs = x.clone().requires_grad_()
+        hy, cy = module(xs, (h, c))
+        if modified in ("h", "both"):
+            hy.mul_(2)
+        if modified in ("c", "both"):
+            cy.add_(1).mul_(3)
+        (hy.square().sum() + cy.sin().sum()).backward()
+        grads.append([xs.grad] + [p.grad for p in module.parameters()])
+    for a, b in zip(*grads):
+        assert_close_rel(b, a, REL_TOL[torch.float64], "gradient after an in-place change")
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "RNN", "LSTM"])
 def test_cpu_tiled_products(dtype, kind):
@@ -508,10 +529,11 @@ def test_opcheck(name, op, args):
         torch.library.opcheck(ops.rnn_cell_backward,
                               (randn(*out.shape, gen=gen), a[0], a[1], a[2], a[3], out.detach(), a[6], bias))
     elif name.startswith("lstm_cell"):
-        hy, cy, gates = (o.detach() for o in out)
+        hy, cy, gates, cells = (o.detach() for o in out)
+        assert torch.equal(cells, cy)
         torch.library.opcheck(ops.lstm_cell_backward,
-                              (randn(*hy.shape, gen=gen), randn(*cy.shape, gen=gen), a[0], a[1], a[2], a[3], a[4], cy,
-                               gates, a[5] is not None))
+                              (randn(*hy.shape, gen=gen), randn(*cy.shape, gen=gen), a[0], a[1], a[2], a[3], a[4],
+                               cells, gates, a[5] is not None))
     elif name.startswith("rnn_layer"):
         output, h_n = (o.detach() for o in out)
         torch.library.opcheck(ops.rnn_layer_backward,

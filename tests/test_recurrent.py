@@ -2,6 +2,7 @@
 outputs, final states and every gradient (input, initial states, all weights); packed sequences of
 unequal lengths; gradcheck and torch.library.opcheck on every op; hypothesis-drawn configurations;
 torch.compile; the seed's next-character example; bad input."""
+import functools
 import itertools
 import re
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import dlunits
-from conftest import (DEVICE_DTYPES, REL_TOL, assert_close_rel, compare_with_torch, make_generator, num_threads,
+from conftest import (DEVICE_DTYPES, DEVICES, REL_TOL, assert_close_rel, compare_with_torch, make_generator, num_threads,
                       randn, reference_dtype)
 
 D = dlunits.functional
@@ -253,15 +254,20 @@ def initial_state(kind, kwargs, batch, gen, hidden=6, unbatched=False):
     return randn(*lead, hidden, gen=gen)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+# float64 and float32 on the CPU; float64 on CUDA, where these small padded sequences take the
+# persistent kernels (the projected LSTM the per-step ones).
+OPTION_DEVICE_DTYPES = [p for p in DEVICE_DTYPES if p.values[0] == "cpu" or p.values[1] == torch.float64]
+
+
+@pytest.mark.parametrize("device,dtype", OPTION_DEVICE_DTYPES)
 @pytest.mark.parametrize("kind,kwargs,with_state", OPTION_GRID)
-def test_options(dtype, kind, kwargs, with_state):
+def test_options(device, dtype, kind, kwargs, with_state):
     ref, dl = module_pair(kind, 4, 6, **kwargs)
     gen = make_generator(11)
     T, B = 5, 3
     x = randn(B, T, 4, gen=gen) if kwargs["batch_first"] else randn(T, B, 4, gen=gen)
     hx = initial_state(kind, kwargs, B, gen) if with_state else None
-    compare_modules(ref, dl, x, hx, dtype=dtype)
+    compare_modules(ref, dl, x, hx, dtype=dtype, device=device)
 
 
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
@@ -504,45 +510,55 @@ def op_cases():
 OP_CASES = op_cases()
 
 
+def _on(device, args):
+    """args on device: tensors keep requires_grad, as leaves."""
+    return tuple(a.detach().to(device).requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a
+                 for a in args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name,op,args", OP_CASES, ids=[c[0] for c in OP_CASES])
-def test_gradcheck(name, op, args):
+def test_gradcheck(name, op, args, device):
     def differentiable(*a):
         out = op(*a)
         return out[:3] if name.startswith("lstm_layer") else (out[:2] if name.startswith("lstm_cell") else out)
 
-    assert torch.autograd.gradcheck(differentiable, args, eps=1e-6, atol=1e-7)
+    assert torch.autograd.gradcheck(differentiable, _on(device, args), eps=1e-6, atol=1e-7)
 
 
 def _detached(args):
     return tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name,op,args", OP_CASES, ids=[c[0] for c in OP_CASES])
-def test_opcheck(name, op, args):
+def test_opcheck(name, op, args, device):
     """opcheck the forward op, then its backward op on the saved tensors it would get."""
+    args = _on(device, args)
     torch.library.opcheck(op, args)
     out = op(*args)
     gen = make_generator(30)
+    draw = functools.partial(randn, gen=gen, device=device)
     a = _detached(args)
     if name.startswith("rnn_cell"):
         bias = a[4] is not None
         torch.library.opcheck(ops.rnn_cell_backward,
-                              (randn(*out.shape, gen=gen), a[0], a[1], a[2], a[3], out.detach(), a[6], bias))
+                              (draw(*out.shape), a[0], a[1], a[2], a[3], out.detach(), a[6], bias))
     elif name.startswith("lstm_cell"):
         hy, cy, gates, cells = (o.detach() for o in out)
         assert torch.equal(cells, cy)
         torch.library.opcheck(ops.lstm_cell_backward,
-                              (randn(*hy.shape, gen=gen), randn(*cy.shape, gen=gen), a[0], a[1], a[2], a[3], a[4],
+                              (draw(*hy.shape), draw(*cy.shape), a[0], a[1], a[2], a[3], a[4],
                                cells, gates, a[5] is not None))
     elif name.startswith("rnn_layer"):
         output, h_n = (o.detach() for o in out)
         torch.library.opcheck(ops.rnn_layer_backward,
-                              (randn(*output.shape, gen=gen), randn(*h_n.shape, gen=gen), a[0], a[1], a[2], a[3],
+                              (draw(*output.shape), draw(*h_n.shape), a[0], a[1], a[2], a[3],
                                output, a[6], a[7], a[8], a[4] is not None))
     else:
         output, h_n, c_n, gates, cells = (o.detach() for o in out)
         torch.library.opcheck(ops.lstm_layer_backward,
-                              (randn(*output.shape, gen=gen), randn(*h_n.shape, gen=gen), randn(*c_n.shape, gen=gen),
+                              (draw(*output.shape), draw(*h_n.shape), draw(*c_n.shape),
                                a[0], a[1], a[2], a[3], a[4], a[7], output, gates, cells, a[8], a[9],
                                a[5] is not None))
 
@@ -557,8 +573,9 @@ def test_opcheck(name, op, args):
        hidden=st.integers(2, 8), layers=st.integers(1, 3), bidir=st.booleans(), bias=st.booleans(),
        batch_first=st.booleans(), proj=st.booleans(), with_state=st.booleans(),
        lengths=st.lists(st.integers(1, 6), min_size=1, max_size=4), packed=st.booleans(), seed=st.integers(0, 99))
+@pytest.mark.parametrize("device", DEVICES)
 def test_hypothesis(kind, input_size, hidden, layers, bidir, bias, batch_first, proj, with_state, lengths, packed,
-                    seed):
+                    seed, device):
     kwargs = dict(num_layers=layers, bidirectional=bidir, bias=bias, batch_first=batch_first)
     name = "LSTM" if kind == "LSTM" else "RNN"
     if kind != "LSTM":
@@ -574,7 +591,7 @@ def test_hypothesis(kind, input_size, hidden, layers, bidir, bias, batch_first, 
     if packed:
         def pack(t):
             return pack_padded_sequence(t, torch.tensor(lengths), batch_first=batch_first, enforce_sorted=False)
-    compare_modules(ref, dl, x, hx, pack=pack)
+    compare_modules(ref, dl, x, hx, pack=pack, device=device)
 
 
 # --------------------------------------------------------------------------------------

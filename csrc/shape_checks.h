@@ -227,8 +227,14 @@ inline void check_conv2d_backward_bias(const at::Tensor& grad_output) {
 }
 
 // torch's rule for a convolution's output layout: channels_last when either
-// the input or the weight is channels_last, contiguous otherwise.
+// the input or the weight is channels_last, contiguous otherwise; on CUDA,
+// float64 is always contiguous (cuDNN has no channels_last for doubles, and
+// torch's CUDA convolution follows it).
 inline at::MemoryFormat conv2d_output_memory_format(const at::Tensor& input, const at::Tensor& weight) {
+  if (input.device().is_cuda() &&
+      (input.scalar_type() == at::kDouble || weight.scalar_type() == at::kDouble)) {
+    return at::MemoryFormat::Contiguous;
+  }
   const bool channels_last = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
                              weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
   return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
@@ -330,10 +336,12 @@ inline Pad2dGeometry check_pad2d_backward(const at::Tensor& grad_output, at::Int
   return pad2d_geometry(sizes, padding, pad_mode_from_string(mode));
 }
 
-// torch's layout for a padded result (and for its gradient): reflect and replicate
-// keep a 4-D channels_last tensor channels_last; circular padding is contiguous.
+// torch's layout for a padded result (and for its gradient): on the CPU, reflect
+// and replicate keep a 4-D channels_last tensor channels_last; circular padding,
+// and every padding on CUDA (torch's CUDA pad kernels write NCHW), is contiguous.
 inline at::MemoryFormat pad2d_memory_format(const at::Tensor& t, c10::string_view mode) {
-  const bool channels_last = t.dim() == 4 && pad_mode_from_string(mode) != PadMode::Circular &&
+  const bool channels_last = t.dim() == 4 && !t.device().is_cuda() &&
+                             pad_mode_from_string(mode) != PadMode::Circular &&
                              t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
   return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }

@@ -323,8 +323,8 @@ def test_pad_zero_batch(device, mode):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
 def test_pad_channels_last_layout(device, mode):
-    """A channels_last input is padded into torch's layout (channels_last for reflect and replicate,
-    contiguous for circular), as F.pad does."""
+    """A channels_last input is padded into torch's layout, as F.pad does: channels_last for reflect
+    and replicate on the CPU; contiguous for circular, and for every mode on CUDA."""
     x = randn(2, 3, 4, 5, gen=make_generator(3), device=device).contiguous(memory_format=CL)
     compare_with_torch(lambda t: D.pad(t, (1, 2, 3, 0), mode), lambda t: F.pad(t, (1, 2, 3, 0), mode), [x],
                        device=device, check_memory_format=True)

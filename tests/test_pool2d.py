@@ -3,6 +3,7 @@ avg_pool2d (ceil_mode, count_include_pad, divisor_override), adaptive max and av
 forward, every gradient and second derivatives, memory formats, unbatched and empty input, the
 torch.nn modules and convert, hypothesis-drawn configurations, gradcheck and opcheck on every op,
 and clear errors."""
+import functools
 import itertools
 
 import pytest
@@ -21,9 +22,34 @@ ops = torch.ops.dlunits
 CL = torch.channels_last
 
 
+@functools.lru_cache(maxsize=None)
+def torch_cuda_channels_last_avg_backward_is_right():
+    """Whether torch's CUDA avg_pool2d gives a channels_last input the gradient it gives a contiguous one.
+    Before pytorch/pytorch#188345, its channels_last (NHWC) backward kernel left the padding out of each
+    input element's position (pytorch/pytorch#188344): with padding > 0 every gradient came out shifted."""
+    go = torch.arange(2 * 5 * 5, dtype=torch.float64, device="cuda").reshape(1, 2, 5, 5)
+    grads = []
+    for fmt in (torch.contiguous_format, CL):
+        x = torch.zeros(1, 2, 4, 4, dtype=torch.float64, device="cuda").contiguous(memory_format=fmt)
+        x.requires_grad_()
+        grads.append(torch.autograd.grad(F.avg_pool2d(x, 2, 1, 1), x, go)[0])
+    return torch.equal(*grads)
+
+
+def torch_avg_pool2d(x, *args, **kwargs):
+    """F.avg_pool2d, the reference. Where torch's CUDA channels_last backward is wrong (above), the result
+    has torch's values and layout but its gradient goes through torch's NCHW kernel, which is right."""
+    y = F.avg_pool2d(x, *args, **kwargs)
+    if (x.is_cuda and x.dim() == 4 and x.is_contiguous(memory_format=CL)
+            and not torch_cuda_channels_last_avg_backward_is_right()):
+        nchw = F.avg_pool2d(x.clone(memory_format=torch.contiguous_format), *args, **kwargs)
+        return torch.empty_like(y).copy_(nchw)
+    return y
+
+
 def pool_pair(name, *args, **kwargs):
     """(dlunits, torch) functions of one tensor: the pooling `name` with these arguments."""
-    dl, th = getattr(D, name), getattr(F, name)
+    dl, th = getattr(D, name), torch_avg_pool2d if name == "avg_pool2d" else getattr(F, name)
     return (lambda x: dl(x, *args, **kwargs)), (lambda x: th(x, *args, **kwargs))
 
 
@@ -270,6 +296,21 @@ def test_channels_last(device, dtype, name, args, C):
     130 channels cross the CPU backward's 64-channel blocks."""
     x = randn(2, C, 9, 8, gen=make_generator(11)).contiguous(memory_format=CL)
     compare(name, x, *args, dtype=dtype, device=device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("args", [(2, 1, 1), (3, 2, 1, True, False), ((2, 3), 1, (1, 1), False, True, 5)], ids=str)
+def test_avg_pool2d_channels_last_gradient_with_padding(device, args):
+    """With padding, the channels_last gradient is the contiguous one, checked against torch's CPU result
+    (torch's own CUDA channels_last backward was wrong there before pytorch/pytorch#188345)."""
+    x = randn(2, 70, 9, 8, gen=make_generator(26), requires_grad=True)
+    y = F.avg_pool2d(x, *args)
+    go = randn(*y.shape, gen=make_generator(27))
+    (expected,) = torch.autograd.grad(y, x, go)
+    for fmt in (torch.contiguous_format, CL):
+        xd = x.detach().to(device).contiguous(memory_format=fmt).requires_grad_()
+        (g,) = torch.autograd.grad(D.avg_pool2d(xd, *args), xd, go.to(device))
+        assert_close_rel(g.cpu(), expected, REL_TOL[torch.float64], f"gradient, {fmt}")
 
 
 @pytest.mark.parametrize("device", DEVICES)

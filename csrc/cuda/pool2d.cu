@@ -2,14 +2,18 @@
 //
 // forward   one thread per output element, in the output's memory order (NCHW or
 //           NHWC, so consecutive threads write consecutive addresses):
-//           max: the window's argmax by torch's rule (window_argmax, pool2d_windows.h);
+//           max: the window's argmax by torch's rule (window_argmax, pool2d_windows.h), except
+//                that a channels_last fixed window with no tap above -inf gets index 0, as from
+//                torch's CUDA channels_last kernel (torch's other kernels: the window's first index);
 //           avg: the window's sum / divisor, summed in float for half types.
 // backward  one thread per input element, a gather over the outputs whose windows
 //           cover it (PoolAxis::covering): no atomics, a fixed summation order, and
 //           so the same result on every run.
 //           max: a first pass writes each window's argmax (int32 or int64, as the index
 //                math) to a scratch buffer, recomputed from x (see pool2d_ops.h); then
-//                dx[i] = Σ dy[o] over the covering windows whose argmax is i;
+//                dx[i] = Σ dy[o] over the covering windows whose argmax is i (channels_last: over
+//                every window of the covering range, as torch's CUDA channels_last backward, so
+//                that an index 0 from a window that steps over element 0 lands there too);
 //           avg: dx[i] = Σ dy[o] / divisor(o) over the covering windows.
 // Cost: memory-bound. Minimum bytes: forward x + y (+ 8 per output for kept
 // indices); backward dy + dx (max: + x, and the scratch argmax written and read).
@@ -119,8 +123,10 @@ __global__ void max_pool2d_forward_kernel(const scalar_t* __restrict__ x, scalar
        linear += static_cast<int64_t>(blockDim.x) * gridDim.x) {
     index_t n, c, oh, ow;
     p.split(static_cast<index_t>(linear), p.h.out, p.w.out, n, c, oh, ow);
-    const auto best = window_argmax<acc_t>(x + p.plane_offset(n, c, p.h.in, p.w.in), p.w.in, p.element_stride(),
-                                           p.h.taps(oh), p.w.taps(ow));
+    auto best = window_argmax<acc_t>(x + p.plane_offset(n, c, p.h.in, p.w.in), p.w.in, p.element_stride(),
+                                     p.h.taps(oh), p.w.taps(ow));
+    // Matches torch's CUDA channels_last kernel: index 0 when no tap replaced the initial -inf.
+    if (p.channels_last && !p.h.adaptive && best.value == -std::numeric_limits<acc_t>::infinity()) best.index = 0;
     if (y != nullptr) y[linear] = static_cast<scalar_t>(best.value);
     if (argmax != nullptr) argmax[linear] = best.index;
   }
@@ -143,11 +149,15 @@ __global__ void max_pool2d_backward_kernel(const scalar_t* __restrict__ dy, cons
     index_t oh_first, oh_last, ow_first, ow_last;
     p.h.covering(ih, oh_first, oh_last);
     p.w.covering(iw, ow_first, ow_last);
+    // A window's argmax is one of its taps, so hits() only spares loads, except for a channels_last window's
+    // index 0 (no tap above -inf, see the forward): torch's CUDA channels_last backward tests no hit, and so
+    // sends that gradient to element 0 whenever the window's range covers it, even if the window steps over it.
+    const bool test_hits = !p.channels_last;
     acc_t sum = 0;
     for (index_t oh = oh_first; oh <= oh_last; ++oh) {
-      if (!p.h.hits(oh, ih)) continue;
+      if (test_hits && !p.h.hits(oh, ih)) continue;
       for (index_t ow = ow_first; ow <= ow_last; ++ow) {
-        if (!p.w.hits(ow, iw)) continue;
+        if (test_hits && !p.w.hits(ow, iw)) continue;
         const index_t o = out_plane + (oh * p.w.out + ow) * p.element_stride();
         if (argmax[o] == position) sum += static_cast<acc_t>(dy[o]);
       }

@@ -351,7 +351,8 @@ def lstm_dlunits(t: Tensors, shape: Shape):
 
 def lstm_torch(t: Tensors, shape: Shape):
     weights = [t["weight_ih"], t["weight_hh"], t["bias_ih"], t["bias_hh"]]
-    return torch.lstm(t["input"], (t["h0"], t["c0"]), weights, True, 1, 0.0, False, False, False)
+    # train=True, as nn.LSTM in training: cuDNN's backward refuses an inference-mode forward.
+    return torch.lstm(t["input"], (t["h0"], t["c0"]), weights, True, 1, 0.0, True, False, False)
 
 
 def lstm_flops(shape: Shape) -> int:

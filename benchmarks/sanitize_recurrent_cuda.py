@@ -3,7 +3,8 @@ compute-sanitizer runs (memcheck, racecheck, synccheck) in benchmarks/gpu_check.
 
     compute-sanitizer --tool memcheck python benchmarks/sanitize_recurrent_cuda.py
 
-Paths: the persistent kernels (one unit and several units per block, a padded last block), the
+Paths: the persistent kernels (one unit and several units per block, a padded last block, batch
+tiles), the
 per-step kernels (a packed sequence; weights too large for shared memory; a projection), the cells;
 RNN (tanh, relu) and LSTM, both directions, float32 and float16 (the float-accumulating half path).
 """
@@ -13,10 +14,10 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import dlunits
 
 
-def run(kind, hidden, dtype, packed=False, **kwargs):
+def run(kind, hidden, dtype, packed=False, batch=4, **kwargs):
     torch.manual_seed(0)
     module = getattr(dlunits.nn, kind)(8, hidden, bidirectional=True, device="cuda", dtype=dtype, **kwargs)
-    x = torch.randn(5, 4, 8, device="cuda", dtype=dtype, requires_grad=True)
+    x = torch.randn(5, batch, 8, device="cuda", dtype=dtype, requires_grad=True)
     inp = pack_padded_sequence(x, torch.tensor([5, 3, 3, 1])) if packed else x
     out = module(inp)[0]
     out = out.data if packed else out
@@ -40,9 +41,11 @@ def main():
             run("LSTM", hidden, dtype)
             run("RNN", hidden, dtype)
             run("RNN", hidden, dtype, nonlinearity="relu")
+        run("LSTM", 1024, dtype, batch=32)            # persistent, batch rows staged in tiles
+        run("RNN", 1024, dtype, batch=64)
         run("LSTM", 16, dtype, packed=True)           # per step: packed
         run("RNN", 16, dtype, packed=True)
-        run("LSTM", 1024, dtype)                      # per step: W_hh too large for shared memory
+        run("LSTM", 2048, dtype)                      # per step: W_hh too large for shared memory
         run("LSTM", 16, dtype, proj_size=5)           # per step: projection
         run_cell("LSTMCell", dtype)
         run_cell("RNNCell", dtype)

@@ -18,18 +18,20 @@
 // forward, one launch and one product backward.
 //
 // Persistent kernels: a padded sequence (every step has the whole batch) without a
-// projection runs its whole recurrence in one cooperative launch where it fits,
-// forward and backward through time (each described above its kernel).
-// Block k owns hidden units j0 .. j0 + U - 1 (U = ceil(H / SMs)) and keeps their G·U
-// rows of W_hh in shared memory for all T steps; per step it computes those rows'
-// dot products with every h_{t-1} (warp per dot product, shuffle reduction), then the
-// gates, c_t and h_t of its units, writes h_t, and the grid synchronises (grid.sync()
-// orders the writes before the next step's reads). It needs cooperative launch, every
-// block co-resident (one per SM suffices), and shared memory G·U·H elements + G·U·B
-// accumulators within 48 KiB: e.g. H = 256, B = 16 on 132 SMs: U = 2, 8.5 KiB. Other sizes,
-// packed sequences, projections and single steps take the per-step path (one fused
-// launch and one cuBLAS product per step). The weight gradients stay whole-sequence
-// cuBLAS products after the backward kernel.
+// projection runs its whole recurrence in one cooperative launch where it fits, forward
+// and backward through time (each described above its kernel). Block k owns hidden units
+// j0 .. j0 + U - 1 (U = ceil(H / SMs)) and keeps their G·U rows of W_hh in shared memory
+// for all T steps; per step it stages the operand every block shares (h_{t-1} forward, the
+// later step's dZ backward) into shared memory in tiles of batch rows, forms its units' dot
+// products from there (a warp per weight row and 4 batch rows), runs the fused gate pass of
+// its units, and the grid synchronises (grid.sync() orders the writes before the next step's
+// reads). It needs cooperative launch, every block co-resident (one per SM), and shared
+// memory (up to the device's opt-in limit, 227 KiB on Hopper) for the weights plus at least
+// one staged batch row: e.g. H = 256, B = 16 on 132 SMs: U = 2, 25 KiB forward, 75 KiB
+// backward; float32 LSTM weights past about H = 1250 do not fit. Other sizes,
+// packed sequences, projections and single steps take the per-step path (one fused launch
+// and one cuBLAS product per step); DLUNITS_CUDA_PERSISTENT=0 sends every sequence there.
+// The weight gradients stay whole-sequence cuBLAS products after the backward kernel.
 //
 // Precision: float and double compute in their own type; float16 and bfloat16
 // load, compute in float, and store rounded. Index math is int32 when
@@ -45,7 +47,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
+#include <string>
 #include <utility>
 
 #include "../recurrent_driver.h"
@@ -162,196 +166,342 @@ __global__ void column_sum_kernel(const scalar_t* m, index_t rows, index_t cols,
   }
 }
 
-// --- the persistent forward ------------------------------------------------------------------------------------------
+// --- the persistent kernels ------------------------------------------------------------------------------------------
+// One cooperative launch per layer and direction runs every step; block k owns hidden units
+// j0 .. j0 + U - 1 (U = ceil(H / SMs)) and keeps their part of W_hh in shared memory for all T
+// steps. A step reads what every block wrote in the step before (h_{t-1} forward, dZ backward), so
+// steps are separated by grid.sync(), which also orders those global writes before the reads.
+// Within a step, the operand all blocks share (h_{t-1}, or dZ of the later step) is staged into
+// shared memory in tiles of Bt batch rows, coalesced, together with what the step reads that does
+// not depend on the recurrence (the input projection and bias forward; the saved gates, cells and
+// grad_output backward), so those loads are in flight at once instead of one latency each. Each
+// warp then forms the dot products of one W_hh row (column, backward) with 4 staged batch rows, so
+// one weight load feeds 4 FMAs and 4 shuffle reductions run interleaved.
 
 constexpr int kPersistentThreads = 256;
-constexpr size_t kPersistentSharedBytes = 48 * 1024;
+constexpr int kBatchPerWarp = 4;
 
+// The shared-memory plan of a persistent launch: Bt batch rows per tile and the bytes of
+// shared memory.
+struct PersistentPlan {
+  int blocks = 0, units = 0, batch_tile = 0;
+  size_t shared = 0;
+};
+
+// sum over lanes, the result in lane 0.
+template <typename acc_t>
+__device__ __forceinline__ acc_t warp_sum(acc_t v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// out[q·stride] += Σ_i w[i] · x[q·len + i] for the 4 rows q of x from row `first` (rows past
+// `rows` repeat the last and are not written), a warp over i: the dot products of one weight row
+// with 4 staged rows.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void warp_dot4(const scalar_t* w, const scalar_t* x, int len, int first, int rows,
+                                          acc_t* out, int stride) {
+  const int lane = threadIdx.x % 32;
+  const scalar_t* x0 = x + first * len;
+  const scalar_t* x1 = x + min(first + 1, rows - 1) * len;
+  const scalar_t* x2 = x + min(first + 2, rows - 1) * len;
+  const scalar_t* x3 = x + min(first + 3, rows - 1) * len;
+  acc_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  for (int i = lane; i < len; i += 32) {
+    const acc_t wi = acc_t(w[i]);
+    a0 += wi * acc_t(x0[i]);
+    a1 += wi * acc_t(x1[i]);
+    a2 += wi * acc_t(x2[i]);
+    a3 += wi * acc_t(x3[i]);
+  }
+  a0 = warp_sum(a0);
+  a1 = warp_sum(a1);
+  a2 = warp_sum(a2);
+  a3 = warp_sum(a3);
+  if (lane == 0) {
+    out[first * stride] += a0;
+    if (first + 1 < rows) out[(first + 1) * stride] += a1;
+    if (first + 2 < rows) out[(first + 2) * stride] += a2;
+    if (first + 3 < rows) out[(first + 3) * stride] += a3;
+  }
+}
+
+// dst[e] = src[e] for e < n, the whole block.
+template <typename scalar_t>
+__device__ __forceinline__ void block_copy(scalar_t* dst, const scalar_t* src, int n) {
+#pragma unroll 4
+  for (int e = threadIdx.x; e < n; e += blockDim.x) dst[e] = src[e];
+}
+
+// --- forward: per step and tile of Bt batch rows b0 .. b0 + Bt - 1,
+//   stage   h_{t-1}[b0 .. b0 + Bt) into hs; pre[r, b] = X_t·W_ihᵀ + bias for this block's rows r;
+//   dots    pre[r, b] += W_hh[r] · h_{t-1}[b], a warp per (r, 4 batch rows);
+//   gates   the fused pass of each (u, b): gates, c_t (kept in shared memory across steps), h_t.
+// Shared memory: pre [G·U, Bt] and c [U, B] (acc_t), then W_hh rows [G·U, H] and hs [Bt, H].
 // G gates (1: RNN, 4: LSTM); index math in int32 (the launcher checks T·B·G·H < 2^30).
 template <typename scalar_t, int G>
 __global__ void __launch_bounds__(kPersistentThreads) persistent_forward_kernel(PersistentForward<scalar_t> p,
-                                                                                   int units) {
+                                                                                   int units, int batch_tile) {
   using acc_t = at::opmath_type<scalar_t>;
   using M = DeviceMath<acc_t>;
   namespace cg = cooperative_groups;
   cg::grid_group grid = cg::this_grid();
   extern __shared__ __align__(16) unsigned char shared_raw[];
   const int H = static_cast<int>(p.hidden), B = static_cast<int>(p.batch), T = static_cast<int>(p.steps);
-  const int GH = G * H;
-  const int rows = G * units;                                      // this block's rows of W_hh
-  acc_t* pre = reinterpret_cast<acc_t*>(shared_raw);               // [rows, B] h_{t-1} · W_hhᵀ
-  scalar_t* w = reinterpret_cast<scalar_t*>(pre + rows * B);       // [rows, H] local row r = k·U + u
-  const int j0 = blockIdx.x * units;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const int GH = G * H, rows = G * units, j0 = blockIdx.x * units;
+  acc_t* pre = reinterpret_cast<acc_t*>(shared_raw);     // [rows, Bt], local row r = k·U + u
+  acc_t* cs = pre + rows * batch_tile;                    // [U, B] c_{t-1} of this block's units (LSTM)
+  scalar_t* w = reinterpret_cast<scalar_t*>(cs + (G == 4 ? units * B : 0));  // [rows, H]
+  scalar_t* hs = w + rows * H;                            // [Bt, H]
+  const int warp = threadIdx.x / 32, warps = blockDim.x / 32;
 
   for (int e = threadIdx.x; e < rows * H; e += blockDim.x) {
     const int r = e / H, i = e - r * H, k = r / units, j = j0 + r % units;
     w[e] = j < H ? p.weight_hh[(k * H + j) * H + i] : scalar_t(0);
   }
-  __syncthreads();
+  if constexpr (G == 4) {
+    for (int q = threadIdx.x; q < units * B; q += blockDim.x) {
+      const int u = q / B, b = q - u * B, j = j0 + u;
+      cs[q] = j < H ? acc_t(p.c_state[b * H + j]) : acc_t(0);
+    }
+  }
 
   for (int s = 0; s < T; ++s) {
     const int t = p.reverse ? T - 1 - s : s;
     const int prev = p.reverse ? t + 1 : t - 1;
     const scalar_t* h_prev = s == 0 ? p.h0 : p.output + prev * B * H;
-    for (int o = warp; o < rows * B; o += warps) {
-      const int r = o / B, b = o - r * B;
-      acc_t sum = 0;
-      for (int i = lane; i < H; i += 32) sum += acc_t(w[r * H + i]) * acc_t(h_prev[b * H + i]);
-#pragma unroll
-      for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
-      if (lane == 0) pre[o] = sum;
-    }
-    __syncthreads();
-    for (int q = threadIdx.x; q < units * B; q += blockDim.x) {
-      const int u = q / B, b = q - u * B, j = j0 + u;
-      if (j >= H) continue;
-      const int row = t * B + b;
-      acc_t z[G];
-#pragma unroll
-      for (int k = 0; k < G; ++k) {
-        z[k] = pre[(k * units + u) * B + b] + acc_t(p.input_proj[row * GH + k * H + j]) + acc_t(p.bias[k * H + j]);
+    for (int b0 = 0; b0 < B; b0 += batch_tile) {
+      const int bt = min(batch_tile, B - b0);
+      __syncthreads();  // the previous tile's (or step's) readers of hs and pre are done
+      block_copy(hs, h_prev + b0 * H, bt * H);
+      for (int e = threadIdx.x; e < rows * bt; e += blockDim.x) {
+        const int r = e / bt, b = b0 + e - r * bt, k = r / units, j = j0 + r % units;
+        pre[e] = j < H ? acc_t(p.input_proj[(t * B + b) * GH + k * H + j]) + acc_t(p.bias[k * H + j]) : acc_t(0);
       }
-      acc_t h;
-      if constexpr (G == 4) {
-        const acc_t i = M::sigmoid(z[0]), f = M::sigmoid(z[1]), g = M::tanh(z[2]), o = M::sigmoid(z[3]);
-        const acc_t c = f * acc_t(p.c_state[b * H + j]) + i * g;
-        h = o * M::tanh(c);
-        p.gates[row * GH + j] = static_cast<scalar_t>(i);
-        p.gates[row * GH + H + j] = static_cast<scalar_t>(f);
-        p.gates[row * GH + 2 * H + j] = static_cast<scalar_t>(g);
-        p.gates[row * GH + 3 * H + j] = static_cast<scalar_t>(o);
-        p.cells[row * H + j] = static_cast<scalar_t>(c);
-        p.c_state[b * H + j] = static_cast<scalar_t>(c);
-      } else {
-        h = p.activation == RnnActivation::Tanh ? M::tanh(z[0]) : (z[0] > acc_t(0) ? z[0] : acc_t(0));
+      __syncthreads();
+      const int groups = (bt + kBatchPerWarp - 1) / kBatchPerWarp;
+      for (int task = warp; task < rows * groups; task += warps) {
+        const int r = task / groups, first = (task - r * groups) * kBatchPerWarp;
+        warp_dot4(w + r * H, hs, H, first, bt, pre + r * bt, 1);
       }
-      p.output[row * H + j] = static_cast<scalar_t>(h);
-      if (s == T - 1) p.h_state[b * H + j] = static_cast<scalar_t>(h);
+      __syncthreads();
+      for (int q = threadIdx.x; q < units * bt; q += blockDim.x) {
+        const int u = q / bt, bl = q - u * bt, b = b0 + bl, j = j0 + u;
+        if (j >= H) continue;
+        const int row = t * B + b;
+        acc_t h;
+        if constexpr (G == 4) {
+          const acc_t i = M::sigmoid(pre[u * bt + bl]), f = M::sigmoid(pre[(units + u) * bt + bl]),
+                      g = M::tanh(pre[(2 * units + u) * bt + bl]), o = M::sigmoid(pre[(3 * units + u) * bt + bl]);
+          const acc_t c = f * cs[u * B + b] + i * g;
+          h = o * M::tanh(c);
+          cs[u * B + b] = c;
+          p.gates[row * GH + j] = static_cast<scalar_t>(i);
+          p.gates[row * GH + H + j] = static_cast<scalar_t>(f);
+          p.gates[row * GH + 2 * H + j] = static_cast<scalar_t>(g);
+          p.gates[row * GH + 3 * H + j] = static_cast<scalar_t>(o);
+          p.cells[row * H + j] = static_cast<scalar_t>(c);
+          if (s == T - 1) p.c_state[b * H + j] = static_cast<scalar_t>(c);
+        } else {
+          const acc_t z = pre[u * bt + bl];
+          h = p.activation == RnnActivation::Tanh ? M::tanh(z) : (z > acc_t(0) ? z : acc_t(0));
+        }
+        p.output[row * H + j] = static_cast<scalar_t>(h);
+        if (s == T - 1) p.h_state[b * H + j] = static_cast<scalar_t>(h);
+      }
     }
-    grid.sync();  // also a block barrier: pre is free for the next step
+    grid.sync();  // every h_t written before any block stages it
   }
 }
 
-// --- the persistent backward through time ----------------------------------------------------------------------------
-// Block k owns hidden units j0 .. j0 + U - 1 and keeps the G·H × U columns of W_hh for them
-// (wt[u·G·H + r] = W_hh[r, j0 + u]). Per step, in the backward order:
-//   dh[b, j] = Σ_r dZ_{later step}[b, r] · W_hh[r, j]   (grad_h_n at the first), a warp per (b, j)
-//   then the fused gate gradients of its (b, j), as lstm_backward_kernel / rnn_backward_kernel,
-// and a grid sync; after the last step grad_h0 = dZ_first · W_hh the same way.
-
-// dh[u·B + b] for this block's units, from the dZ rows of step `step` (a warp per output).
-template <typename scalar_t, typename acc_t>
-__device__ void hidden_gradient_from(const scalar_t* wt, const scalar_t* grad_gates, int step, int units, int B,
-                                     int GH, acc_t* dh) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  for (int o = warp; o < units * B; o += warps) {
-    const int u = o / B, b = o - u * B;
-    const scalar_t* dz = grad_gates + (step * B + b) * GH;
-    acc_t sum = 0;
-    for (int r = lane; r < GH; r += 32) sum += acc_t(wt[u * GH + r]) * acc_t(dz[r]);
-#pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
-    if (lane == 0) dh[o] = sum;
-  }
-}
+// --- backward through time: block k keeps the G·H × U columns of W_hh of its units
+// (wt[u·G·H + r] = W_hh[r, j0 + u]). Per step, in the backward order, and tile of Bt batch rows,
+//   stage   dZ of the step processed before (the forward's next step) into zs, and this step's
+//           grad_output, saved gates and cells of this block's (u, b) into saved;
+//   dots    dh[u, b] = Σ_r dZ[b, r] · W_hh[r, j0 + u] (grad_h_n at the first step), a warp per
+//           (u, 4 batch rows);
+//   gates   the fused gate gradients of each (u, b), as lstm_backward_kernel / rnn_backward_kernel,
+//           dc carried in shared memory across steps;
+// and after the last step grad_h0 = dZ_first · W_hh the same way.
+// Shared memory: dh [U, Bt], saved [S, U, Bt] and dc [U, B] (acc_t), then wt [U, G·H] and
+// zs [Bt, G·H]. S = 7 values per (u, b) for the LSTM (grad_output, i, f, g, o, c_t, c_{t-1}),
+// 2 for the RNN (grad_output, h_t).
+template <int G>
+constexpr int kSavedPerUnit = G == 4 ? 7 : 2;
 
 template <typename scalar_t, int G>
 __global__ void __launch_bounds__(kPersistentThreads) persistent_backward_kernel(PersistentBackward<scalar_t> p,
-                                                                                    int units) {
+                                                                                    int units, int batch_tile) {
   using acc_t = at::opmath_type<scalar_t>;
   using M = DeviceMath<acc_t>;
   namespace cg = cooperative_groups;
   cg::grid_group grid = cg::this_grid();
   extern __shared__ __align__(16) unsigned char shared_raw[];
   const int H = static_cast<int>(p.hidden), B = static_cast<int>(p.batch), T = static_cast<int>(p.steps);
-  const int GH = G * H;
-  acc_t* dh = reinterpret_cast<acc_t*>(shared_raw);                // [U, B]
-  scalar_t* wt = reinterpret_cast<scalar_t*>(dh + units * B);      // [U, G·H]
-  const int j0 = blockIdx.x * units;
+  const int GH = G * H, j0 = blockIdx.x * units, S = kSavedPerUnit<G>;
+  acc_t* dh = reinterpret_cast<acc_t*>(shared_raw);   // [U, Bt]
+  acc_t* saved = dh + units * batch_tile;             // [S, U, Bt]
+  acc_t* dcs = saved + S * units * batch_tile;        // [U, B] dc carried to the step before (LSTM)
+  scalar_t* wt = reinterpret_cast<scalar_t*>(dcs + (G == 4 ? units * B : 0));  // [U, G·H]
+  scalar_t* zs = wt + units * GH;                     // [Bt, G·H]
+  const int warp = threadIdx.x / 32, warps = blockDim.x / 32;
 
   for (int e = threadIdx.x; e < units * GH; e += blockDim.x) {
     const int u = e / GH, r = e - u * GH, j = j0 + u;
     wt[e] = j < H ? p.weight_hh[r * H + j] : scalar_t(0);
   }
-  __syncthreads();
+  if constexpr (G == 4) {
+    for (int q = threadIdx.x; q < units * B; q += blockDim.x) {
+      const int u = q / B, b = q - u * B, j = j0 + u;
+      dcs[q] = j < H ? acc_t(p.grad_c[b * H + j]) : acc_t(0);
+    }
+  }
+
+  // dh[u, bl] for the tile's rows b0 + bl: grad_h_n (dZ_later null) or dZ_later · W_hh.
+  auto hidden_gradient = [&](const scalar_t* dz_later, int b0, int bt) {
+    __syncthreads();  // the previous tile's readers of dh, saved and zs are done
+    if (dz_later) block_copy(zs, dz_later + b0 * GH, bt * GH);
+    for (int q = threadIdx.x; q < units * bt; q += blockDim.x) {
+      const int u = q / bt, b = b0 + q - u * bt, j = j0 + u;
+      dh[q] = dz_later || j >= H ? acc_t(0) : acc_t(p.grad_h[b * H + j]);
+    }
+  };
+  auto hidden_gradient_dots = [&](const scalar_t* dz_later, int bt) {
+    __syncthreads();
+    if (!dz_later) return;
+    const int groups = (bt + kBatchPerWarp - 1) / kBatchPerWarp;
+    for (int task = warp; task < units * groups; task += warps) {
+      const int u = task / groups, first = (task - u * groups) * kBatchPerWarp;
+      warp_dot4(wt + u * GH, zs, GH, first, bt, dh + u * bt, 1);
+    }
+    __syncthreads();
+  };
 
   for (int s = 0; s < T; ++s) {
     const int t = p.reverse ? s : T - 1 - s;           // backward order: the forward's, reversed
     const int later = p.reverse ? t - 1 : t + 1;       // the step processed just before (its dZ is ready)
-    if (s == 0) {
-      for (int q = threadIdx.x; q < units * B; q += blockDim.x) {
-        const int u = q / B, b = q - u * B, j = j0 + u;
-        dh[q] = j < H ? acc_t(p.grad_h[b * H + j]) : acc_t(0);
-      }
-    } else {
-      hidden_gradient_from(wt, p.grad_gates, later, units, B, GH, dh);
-    }
-    __syncthreads();
     const int before = p.reverse ? t + 1 : t - 1;      // the forward's previous step (c_{t-1})
     const bool has_before = before >= 0 && before < T;
-    for (int q = threadIdx.x; q < units * B; q += blockDim.x) {
-      const int u = q / B, b = q - u * B, j = j0 + u;
-      if (j >= H) continue;
-      const int row = t * B + b;
-      const acc_t dh_t = acc_t(p.grad_output[row * H + j]) + dh[q];
-      scalar_t* dz = p.grad_gates + row * GH;
-      if constexpr (G == 4) {
-        const scalar_t* gates = p.gates + row * GH;
-        const acc_t i = acc_t(gates[j]), f = acc_t(gates[H + j]), g = acc_t(gates[2 * H + j]),
-                    o = acc_t(gates[3 * H + j]);
-        const acc_t c_prev = acc_t(has_before ? p.cells[before * B * H + b * H + j] : p.c0[b * H + j]);
-        const acc_t tanh_c = M::tanh(acc_t(p.cells[row * H + j]));
-        const acc_t dc = acc_t(p.grad_c[b * H + j]) + dh_t * o * (acc_t(1) - tanh_c * tanh_c);
-        dz[j] = static_cast<scalar_t>(dc * g * i * (acc_t(1) - i));
-        dz[H + j] = static_cast<scalar_t>(dc * c_prev * f * (acc_t(1) - f));
-        dz[2 * H + j] = static_cast<scalar_t>(dc * i * (acc_t(1) - g * g));
-        dz[3 * H + j] = static_cast<scalar_t>(dh_t * tanh_c * o * (acc_t(1) - o));
-        p.grad_c[b * H + j] = static_cast<scalar_t>(dc * f);
-      } else {
-        const acc_t h = acc_t(p.output[row * H + j]);
-        const acc_t slope =
-            p.activation == RnnActivation::Tanh ? acc_t(1) - h * h : (h > acc_t(0) ? acc_t(1) : acc_t(0));
-        dz[j] = static_cast<scalar_t>(dh_t * slope);
+    const scalar_t* dz_later = s == 0 ? nullptr : p.grad_gates + later * B * GH;
+    for (int b0 = 0; b0 < B; b0 += batch_tile) {
+      const int bt = min(batch_tile, B - b0), n = units * bt;
+      hidden_gradient(dz_later, b0, bt);
+      for (int q = threadIdx.x; q < n; q += blockDim.x) {
+        const int u = q / bt, b = b0 + q - u * bt, j = min(j0 + u, H - 1);  // a padded unit reads a real one
+        const int row = t * B + b;
+        saved[q] = acc_t(p.grad_output[row * H + j]);
+        if constexpr (G == 4) {
+          const scalar_t* gates = p.gates + row * GH;
+          saved[n + q] = acc_t(gates[j]);
+          saved[2 * n + q] = acc_t(gates[H + j]);
+          saved[3 * n + q] = acc_t(gates[2 * H + j]);
+          saved[4 * n + q] = acc_t(gates[3 * H + j]);
+          saved[5 * n + q] = acc_t(p.cells[row * H + j]);
+          saved[6 * n + q] = acc_t(has_before ? p.cells[before * B * H + b * H + j] : p.c0[b * H + j]);
+        } else {
+          saved[n + q] = acc_t(p.output[row * H + j]);
+        }
+      }
+      hidden_gradient_dots(dz_later, bt);
+      for (int q = threadIdx.x; q < n; q += blockDim.x) {
+        const int u = q / bt, b = b0 + q - u * bt, j = j0 + u;
+        if (j >= H) continue;
+        const acc_t dh_t = saved[q] + dh[q];
+        scalar_t* dz = p.grad_gates + (t * B + b) * GH;
+        if constexpr (G == 4) {
+          const acc_t i = saved[n + q], f = saved[2 * n + q], g = saved[3 * n + q], o = saved[4 * n + q];
+          const acc_t c_prev = saved[6 * n + q], tanh_c = M::tanh(saved[5 * n + q]);
+          const acc_t dc = dcs[u * B + b] + dh_t * o * (acc_t(1) - tanh_c * tanh_c);
+          dz[j] = static_cast<scalar_t>(dc * g * i * (acc_t(1) - i));
+          dz[H + j] = static_cast<scalar_t>(dc * c_prev * f * (acc_t(1) - f));
+          dz[2 * H + j] = static_cast<scalar_t>(dc * i * (acc_t(1) - g * g));
+          dz[3 * H + j] = static_cast<scalar_t>(dh_t * tanh_c * o * (acc_t(1) - o));
+          dcs[u * B + b] = dc * f;
+        } else {
+          const acc_t h = saved[n + q];
+          const acc_t slope =
+              p.activation == RnnActivation::Tanh ? acc_t(1) - h * h : (h > acc_t(0) ? acc_t(1) : acc_t(0));
+          dz[j] = static_cast<scalar_t>(dh_t * slope);
+        }
       }
     }
-    grid.sync();  // every dZ_t written before the next step reads it; also frees dh
+    grid.sync();  // every dZ_t written before any block stages it
   }
-  // grad_h0 = dZ of the last step processed (the forward's first) · W_hh, for this block's units.
-  hidden_gradient_from(wt, p.grad_gates, p.reverse ? T - 1 : 0, units, B, GH, dh);
-  __syncthreads();
-  for (int q = threadIdx.x; q < units * B; q += blockDim.x) {
-    const int u = q / B, b = q - u * B, j = j0 + u;
-    if (j < H) p.grad_h[b * H + j] = static_cast<scalar_t>(dh[q]);
+  // grad_h0 = dZ of the last step processed (the forward's first) · W_hh; grad_c0 = the carried dc.
+  const scalar_t* dz_first = p.grad_gates + (p.reverse ? T - 1 : 0) * B * GH;
+  for (int b0 = 0; b0 < B; b0 += batch_tile) {
+    const int bt = min(batch_tile, B - b0);
+    hidden_gradient(dz_first, b0, bt);
+    hidden_gradient_dots(dz_first, bt);
+    for (int q = threadIdx.x; q < units * bt; q += blockDim.x) {
+      const int u = q / bt, b = b0 + q - u * bt, j = j0 + u;
+      if (j < H) p.grad_h[b * H + j] = static_cast<scalar_t>(dh[q]);
+    }
+  }
+  if constexpr (G == 4) {
+    for (int q = threadIdx.x; q < units * B; q += blockDim.x) {
+      const int u = q / B, b = q - u * B, j = j0 + u;
+      if (j < H) p.grad_c[b * H + j] = static_cast<scalar_t>(dcs[q]);
+    }
   }
 }
 
-// The launch conditions of the persistent kernels: cooperative launch, T·B·G·H < 2^30 (int32
-// indices), shared memory within kPersistentSharedBytes, every block resident. Returns the
-// blocks and units per block, or 0 blocks when the sizes do not fit.
+// DLUNITS_CUDA_PERSISTENT=0 turns the persistent kernels off (every sequence then takes the
+// per-step path): for comparing the two paths, and a way around them should a device refuse them.
+inline bool persistent_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("DLUNITS_CUDA_PERSISTENT");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return enabled;
+}
+
+// The launch of a persistent kernel: cooperative launch, T·B·G·H < 2^30 (int32 indices), one
+// block per group of U units and every block resident at once, and shared memory within the
+// device's per-block limit for the weights, the per-(u, b) state and at least one staged batch row.
+// Bt is as many batch rows as that limit holds, at most B. Returns 0 blocks when the sizes do not fit.
 template <typename scalar_t, int G, typename Kernel>
-std::pair<int, int> persistent_grid(Kernel kernel, int64_t steps, int64_t batch, int64_t hidden, size_t* shared) {
+PersistentPlan persistent_plan(Kernel kernel, int64_t steps, int64_t batch, int64_t hidden, bool backward) {
   using acc_t = at::opmath_type<scalar_t>;
-  if (steps * batch * G * hidden >= (int64_t(1) << 30)) return {0, 0};
+  PersistentPlan plan;
+  if (!persistent_enabled() || steps * batch * G * hidden >= (int64_t(1) << 30)) return plan;
   const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
-  if (!prop->cooperativeLaunch) return {0, 0};
-  const int sms = prop->multiProcessorCount;
-  const int units = static_cast<int>((hidden + sms - 1) / sms);
+  if (!prop->cooperativeLaunch) return plan;
+  const int64_t sms = prop->multiProcessorCount;
+  const int64_t units = (hidden + sms - 1) / sms;
+  const int64_t GH = G * hidden;
+  // Bytes independent of Bt: the weights and the carried state; bytes per staged batch row.
+  const int64_t carried = G == 4 ? units * batch * int64_t(sizeof(acc_t)) : 0;
+  const int64_t fixed = int64_t(sizeof(scalar_t)) * G * units * hidden + carried;
+  const int64_t per_row = backward
+      ? int64_t(sizeof(scalar_t)) * GH + int64_t(sizeof(acc_t)) * units * (1 + kSavedPerUnit<G>)
+      : int64_t(sizeof(scalar_t)) * hidden + int64_t(sizeof(acc_t)) * G * units;
+  const int64_t limit = static_cast<int64_t>(prop->sharedMemPerBlockOptin);
+  const int64_t tile = std::min<int64_t>(batch, (limit - fixed) / per_row);
+  if (tile < 1) return plan;
+  const size_t shared = static_cast<size_t>(fixed + tile * per_row);
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
   const int blocks = static_cast<int>((hidden + units - 1) / units);
-  // G·U rows (forward) or columns (backward) of W_hh, and G·U·B accumulators (the backward uses U·B).
-  *shared = size_t(G) * units * (hidden * sizeof(scalar_t) + batch * sizeof(acc_t));
-  if (*shared > kPersistentSharedBytes) return {0, 0};
   int per_sm = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kPersistentThreads, *shared));
-  if (int64_t(per_sm) * sms < blocks) return {0, 0};  // grid.sync() needs every block resident
-  return {blocks, units};
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kPersistentThreads, shared));
+  if (int64_t(per_sm) * sms < blocks) return plan;  // grid.sync() needs every block resident
+  plan.blocks = blocks;
+  plan.units = static_cast<int>(units);
+  plan.batch_tile = static_cast<int>(tile);
+  plan.shared = shared;
+  return plan;
 }
 
 // A cooperative launch, or false when the device cannot hold the whole grid at once after all
 // (fewer SMs than it reports, e.g. under MPS): the caller then runs the per-step path.
-inline bool launch_cooperative(const void* kernel, int blocks, void** args, size_t shared) {
-  const cudaError_t status = cudaLaunchCooperativeKernel(kernel, dim3(blocks), dim3(kPersistentThreads), args,
-                                                         shared, at::cuda::getCurrentCUDAStream());
+template <typename Params>
+bool launch_cooperative(const void* kernel, const PersistentPlan& plan, const Params& p) {
+  Params params = p;
+  int units = plan.units, batch_tile = plan.batch_tile;
+  void* args[] = {&params, &units, &batch_tile};
+  const cudaError_t status = cudaLaunchCooperativeKernel(kernel, dim3(plan.blocks), dim3(kPersistentThreads), args,
+                                                         plan.shared, at::cuda::getCurrentCUDAStream());
   if (status == cudaErrorCooperativeLaunchTooLarge) {
     (void)cudaGetLastError();  // clear the error: nothing was launched
     return false;
@@ -361,27 +511,17 @@ inline bool launch_cooperative(const void* kernel, int blocks, void** args, size
 }
 
 template <typename scalar_t, int G>
-bool launch_persistent_backward(const PersistentBackward<scalar_t>& p) {
-  const auto kernel = persistent_backward_kernel<scalar_t, G>;
-  size_t shared = 0;
-  const auto [blocks, units] = persistent_grid<scalar_t, G>(kernel, p.steps, p.batch, p.hidden, &shared);
-  if (blocks == 0) return false;
-  PersistentBackward<scalar_t> params = p;
-  int units_arg = units;
-  void* args[] = {&params, &units_arg};
-  return launch_cooperative(reinterpret_cast<const void*>(kernel), blocks, args, shared);
+bool launch_persistent_forward(const PersistentForward<scalar_t>& p) {
+  const auto kernel = persistent_forward_kernel<scalar_t, G>;
+  const PersistentPlan plan = persistent_plan<scalar_t, G>(kernel, p.steps, p.batch, p.hidden, false);
+  return plan.blocks > 0 && launch_cooperative(reinterpret_cast<const void*>(kernel), plan, p);
 }
 
 template <typename scalar_t, int G>
-bool launch_persistent_forward(const PersistentForward<scalar_t>& p) {
-  const auto kernel = persistent_forward_kernel<scalar_t, G>;
-  size_t shared = 0;
-  const auto [blocks, units] = persistent_grid<scalar_t, G>(kernel, p.steps, p.batch, p.hidden, &shared);
-  if (blocks == 0) return false;
-  PersistentForward<scalar_t> params = p;
-  int units_arg = units;
-  void* args[] = {&params, &units_arg};
-  return launch_cooperative(reinterpret_cast<const void*>(kernel), blocks, args, shared);
+bool launch_persistent_backward(const PersistentBackward<scalar_t>& p) {
+  const auto kernel = persistent_backward_kernel<scalar_t, G>;
+  const PersistentPlan plan = persistent_plan<scalar_t, G>(kernel, p.steps, p.batch, p.hidden, true);
+  return plan.blocks > 0 && launch_cooperative(reinterpret_cast<const void*>(kernel), plan, p);
 }
 
 // Blocks for n elements, one per thread, capped (the kernels stride over the rest).

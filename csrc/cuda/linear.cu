@@ -2,8 +2,8 @@
 //
 // With the input's leading dimensions flattened into M rows, K = in_features,
 // N = out_features:
-//   forward            z = x · Wᵀ                [M, N]   at::mm_out (cuBLAS)
-//                      y = act(z + b)            [M, N]   epilogue kernel, ours, in place
+//   forward            z = x · Wᵀ                [M, N]   at::mm_out (cuBLAS); float for half types
+//                      y = act(z + b)            [M, N]   epilogue kernel, ours
 //   epilogue backward  gz = dy ⊙ act'(y)         [M, N]   ours: relu 1[y > 0], sigmoid y(1 - y),
 //                                                         tanh 1 - y², none 1
 //   backward input     dx = gz · W               [M, K]   at::mm_out (cuBLAS)
@@ -15,6 +15,16 @@
 // linear does. Everything element-wise and the reduction are ours; they compute in
 // float for float16/bfloat16/float32 and in double for float64.
 //
+// float16/bfloat16: the product is written in float (at::mm_out's out_dtype overload: cuBLAS
+// accumulates in float and stores its accumulator), and the epilogue rounds act(z + b) to the
+// half type once. Rounding z to half before adding b (as an in-place epilogue on a half product
+// would) loses the low bits of x · Wᵀ whenever |z + b| << |x · Wᵀ|: z + b is then off by up to
+// half an ulp of x · Wᵀ, and a pre-activation that small changes sign, so that ReLU's mask (and
+// the whole row of grad_input it feeds) differs from torch's. torch's own half linear (addmm:
+// the bias enters the product's accumulator) rounds z + b once; so do we. The price is a float
+// [M, N] buffer for the product. float32/float64 keep the in-place epilogue on y: their
+// rounding of x · Wᵀ is ~1e-7 (1e-16) of it, far below anything the tests or a mask can see.
+//
 // Epilogue kernels: element-wise over the flat [M, N] output, grid-stride, so that
 // neighbouring threads touch neighbouring elements whatever N (a 10-class output
 // keeps every thread busy too); the bias index is the element's column, i mod N.
@@ -22,7 +32,8 @@
 // every 16th row of one column, then the 16 partial sums are added in a fixed order.
 //
 // Cost: each product 2·M·N·K FLOPs; the epilogue reads and writes y once (plus
-// N bias values), its backward reads dy and y and writes gz; the bias reduction
+// N bias values; for the half types it reads the float product instead of y), its backward
+// reads dy and y and writes gz; the bias reduction
 // reads gz once. Index math is int32 when M·N plus a grid's stride < 2^31, int64 otherwise. Launches go
 // on the current stream under a device guard, each followed by a launch check.
 // Build: part of dlunits._C (setup.py with DLUNITS_CUDA=1); run: make gpu-check.
@@ -64,15 +75,17 @@ __device__ __forceinline__ acc_t activate(acc_t z) {
   return z;
 }
 
-// y[i] = act(y[i] + b[i mod N]) over a contiguous y of `numel` elements, N per row; b may be null.
-template <typename scalar_t, Activation act, typename index_t>
+// y[i] = act(z[i] + b[i mod N]) over contiguous z and y of `numel` elements, N per row; b may be
+// null. z is the product in acc_t (float for the half types, then its own buffer) or in scalar_t
+// (float32/float64: z is y itself, each element read, then written by the same thread).
+template <typename scalar_t, typename product_t, Activation act, typename index_t>
 __global__ void __launch_bounds__(kEpilogueThreads)
-    forward_epilogue_kernel(scalar_t* y, const scalar_t* b, index_t numel, index_t N) {
+    forward_epilogue_kernel(const product_t* z, scalar_t* y, const scalar_t* b, index_t numel, index_t N) {
   using acc_t = at::opmath_type<scalar_t>;
   const index_t stride = static_cast<index_t>(gridDim.x) * kEpilogueThreads;
   for (index_t i = static_cast<index_t>(blockIdx.x) * kEpilogueThreads + threadIdx.x; i < numel; i += stride) {
     const acc_t bias = b != nullptr ? static_cast<acc_t>(b[i % N]) : acc_t(0);
-    y[i] = static_cast<scalar_t>(activate<act>(static_cast<acc_t>(y[i]) + bias));
+    y[i] = static_cast<scalar_t>(activate<act>(static_cast<acc_t>(z[i]) + bias));
   }
 }
 
@@ -137,15 +150,32 @@ at::Tensor linear_cuda(const at::Tensor& input, const at::Tensor& weight, const 
   at::Tensor result = at::empty(g.output_sizes(), input.options());
   at::Tensor y = result.view({g.rows, g.out_features});
   if (y.numel() == 0) return result;
-  at::mm_out(y, x, weight.t());
-  if (act == Activation::None && !b.defined()) return result;
+  if (act == Activation::None && !b.defined()) {  // y = x · Wᵀ, rounded once by cuBLAS
+    at::mm_out(y, x, weight.t());
+    return result;
+  }
+  const bool half_type = y.scalar_type() == at::kHalf || y.scalar_type() == at::kBFloat16;
+  at::Tensor z = y;  // the product: y itself, or a float buffer for the half types (see the header)
+  if (half_type) {
+    z = at::empty({g.rows, g.out_features}, y.options().dtype(at::kFloat));
+    if (g.in_features == 0) {
+      z.zero_();
+    } else {
+      at::mm_out(z, x, weight.t(), at::kFloat);
+    }
+  } else {
+    at::mm_out(y, x, weight.t());
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "dlunits_linear_cuda", [&] {
+    using product_t = std::conditional_t<std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>,
+                                         float, scalar_t>;
+    TORCH_INTERNAL_ASSERT(z.scalar_type() == c10::CppTypeToScalarType<product_t>::value);
     dispatch_activation(act, [&](auto tag) {
       dispatch_index_type(y.numel(), [&](auto index_tag) {
         using index_t = decltype(index_tag);
-        forward_epilogue_kernel<scalar_t, decltype(tag)::value, index_t>
+        forward_epilogue_kernel<scalar_t, product_t, decltype(tag)::value, index_t>
             <<<epilogue_blocks(y.numel()), kEpilogueThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-                y.data_ptr<scalar_t>(), b.defined() ? b.data_ptr<scalar_t>() : nullptr,
+                z.const_data_ptr<product_t>(), y.data_ptr<scalar_t>(), b.defined() ? b.data_ptr<scalar_t>() : nullptr,
                 static_cast<index_t>(y.numel()), static_cast<index_t>(g.out_features));
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });

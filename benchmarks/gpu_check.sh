@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check for a lent machine with no network: builds dlunits in place against the system
-# python's torch (no venv, no downloads), runs the CUDA tests (with compute-sanitizer over the
-# recurrent kernels beside them), profiles the recurrent units against torch.nn, and runs the
+# python's torch (no venv, no downloads), runs the CUDA tests (with compute-sanitizer over every
+# kernel beside them), profiles the recurrent units against torch.nn, and runs the
 # benchmark suite on CUDA.
 #
 #   bash benchmarks/gpu_check.sh          (or: make gpu-check)
@@ -11,7 +11,7 @@
 #                     CI runs the rest); empty skips the tests
 #   TEST_TIMEOUT_S    limit for the test run (default 240)
 #   SANITIZE          1 (default): compute-sanitizer memcheck, racecheck and synccheck over
-#                     benchmarks/sanitize_recurrent_cuda.py, while the tests run; 0 skips it
+#                     benchmarks/sanitize_cuda.py, while the tests run; 0 skips it
 #   PROFILE           1 (default): benchmarks/profile_recurrent_cuda.py (the timings), and
 #                     its sequences again on the per-step path (DLUNITS_CUDA_PERSISTENT=0)
 #   BENCH_FILTER      run only the benchmark cases whose name contains it (default: all)
@@ -51,13 +51,13 @@ fi
 "$PYTHON" -c 'import dlunits, sys; sys.exit(0 if dlunits.cuda_compiled() else "dlunits built without CUDA kernels")'
 rm -f "$logs/build.log"
 
-# compute-sanitizer over every recurrent CUDA kernel: its three tools at once, in the background while
+# compute-sanitizer over every CUDA kernel: its three tools at once, in the background while
 # the tests run, each report cut to its first findings and its summary.
 sanitize() {
     local tool=$1 full status
     full=$(mktemp)
     timeout "${SANITIZE_TIMEOUT_S:-100}" compute-sanitizer --tool "$tool" --error-exitcode 3 \
-        "$PYTHON" benchmarks/sanitize_recurrent_cuda.py > "$full" 2>&1
+        "$PYTHON" benchmarks/sanitize_cuda.py > "$full" 2>&1
     status=$?
     # racecheck also reports cuBLAS's own kernels (nvjet split-K): only hazards in ours fail.
     if [ "$tool" = racecheck ] && [ "$status" -eq 3 ] && ! grep "Race reported" "$full" | grep -q dlunits; then

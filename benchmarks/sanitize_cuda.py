@@ -1,9 +1,12 @@
-"""Every CUDA kernel of the recurrent units once, forward and backward, on small sizes: the program that
+"""Every CUDA kernel of dlunits once, forward and backward, on small sizes: the program that
 compute-sanitizer runs (memcheck, racecheck, synccheck) in benchmarks/gpu_check.sh.
 
-    compute-sanitizer --tool memcheck python benchmarks/sanitize_recurrent_cuda.py
+    compute-sanitizer --tool memcheck python benchmarks/sanitize_cuda.py
 
-Paths: the persistent kernels (one unit and several units per block, a padded last block, batch
+Conv2d (padding modes, stride, dilation, groups), max, average and adaptive pooling in both layouts
+(padding, ceil_mode, dilation), linear with each activation, and the recurrent units.
+
+Recurrent paths: the persistent kernels (one unit and several units per block, a padded last block, batch
 tiles), the
 per-step kernels (a packed sequence; weights too large for shared memory; a projection), the cells;
 RNN (tanh, relu) and LSTM, both directions, float32 and float16 (the float-accumulating half path).
@@ -12,6 +15,8 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import dlunits
+
+D = dlunits.functional
 
 
 def run(kind, hidden, dtype, packed=False, batch=4, **kwargs):
@@ -35,8 +40,36 @@ def run_cell(kind, dtype, **kwargs):
     assert torch.isfinite(x.grad).all(), (kind, dtype, kwargs)
 
 
+def backward_of(y, *inputs):
+    """Runs y's backward with a random grad_output; every input got a finite gradient."""
+    grads = torch.autograd.grad(y, inputs, torch.randn_like(y))
+    assert all(torch.isfinite(g).all() for g in grads), y.shape
+
+
+def conv_pool_linear(dtype):
+    torch.manual_seed(0)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(2, 6, 9, 11, device="cuda", dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
+        w = torch.randn(4, 3, 3, 2, device="cuda", dtype=dtype, requires_grad=True)
+        b = torch.randn(4, device="cuda", dtype=dtype, requires_grad=True)
+        backward_of(D.conv2d(x, w, b, stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2), x, w, b)
+        for mode in ("reflect", "replicate", "circular"):
+            backward_of(D.pad(x, (1, 2, 2, 1), mode), x)
+        backward_of(D.max_pool2d(x, 3, 2, 1, 2, True), x)
+        backward_of(D.avg_pool2d(x, 3, 2, 1, True, False), x)
+        backward_of(D.avg_pool2d(x, (2, 3), 1, (1, 1), False, True, 5), x)
+        backward_of(D.adaptive_max_pool2d(x, (4, 5)), x)
+        backward_of(D.adaptive_avg_pool2d(x, (4, 5)), x)
+    x = torch.randn(5, 3, 7, device="cuda", dtype=dtype, requires_grad=True)
+    w = torch.randn(13, 7, device="cuda", dtype=dtype, requires_grad=True)
+    b = torch.randn(13, device="cuda", dtype=dtype, requires_grad=True)
+    for activation in (None, "relu", "sigmoid", "tanh"):
+        backward_of(D.linear(x, w, b, activation=activation), x, w, b)
+
+
 def main():
     for dtype in (torch.float32, torch.float16):
+        conv_pool_linear(dtype)
         for hidden in (16, 265):                      # persistent: 1 and several units per block
             run("LSTM", hidden, dtype)
             run("RNN", hidden, dtype)
@@ -51,7 +84,7 @@ def main():
         run_cell("RNNCell", dtype)
         run_cell("RNNCell", dtype, nonlinearity="relu", bias=False)
     torch.cuda.synchronize()
-    print("sanitize_recurrent_cuda: every path ran")
+    print("sanitize_cuda: every path ran")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@ compute-sanitizer runs (memcheck, racecheck, synccheck) in benchmarks/gpu_check.
 Conv2d (padding modes, stride, dilation, groups), max, average and adaptive pooling in both layouts
 (padding, ceil_mode, dilation), linear with each activation, and the recurrent units.
 
-Recurrent paths: the persistent kernels (one unit and several units per block, a padded last block, batch
-tiles), the
-per-step kernels (a packed sequence; weights too large for shared memory; a projection), the cells;
-RNN (tanh, relu) and LSTM, both directions, float32 and float16 (the float-accumulating half path).
+Recurrent paths: the persistent kernels (one unit and several units per block, a padded last
+block, batch tiles), the per-step kernels (a packed sequence; a large batch; weights too large for
+shared memory; a projection), the cells; RNN (tanh, relu) and LSTM, both directions, float32 and
+float16 (the float-accumulating half path). --quick leaves out the largest recurrent cases.
 """
+import sys
+
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -67,18 +69,21 @@ def conv_pool_linear(dtype):
         backward_of(D.linear(x, w, b, activation=activation), x, w, b)
 
 
-def main():
+def main(quick):
     for dtype in (torch.float32, torch.float16):
         conv_pool_linear(dtype)
         for hidden in (16, 265):                      # persistent: 1 and several units per block
             run("LSTM", hidden, dtype)
             run("RNN", hidden, dtype)
             run("RNN", hidden, dtype, nonlinearity="relu")
-        run("LSTM", 1024, dtype, batch=32)            # persistent, batch rows staged in tiles
-        run("RNN", 1024, dtype, batch=64)
+        if not quick:
+            run("LSTM", 1024, dtype, batch=32)        # persistent, batch rows staged in tiles
+            run("RNN", 2048, dtype, batch=32)
         run("LSTM", 16, dtype, packed=True)           # per step: packed
         run("RNN", 16, dtype, packed=True)
-        run("LSTM", 2048, dtype)                      # per step: W_hh too large for shared memory
+        run("LSTM", 16, dtype, batch=40)              # per step: a batch past the persistent kernels
+        if not quick:
+            run("LSTM", 2048, dtype)                  # per step: W_hh too large for shared memory
         run("LSTM", 16, dtype, proj_size=5)           # per step: projection
         run_cell("LSTMCell", dtype)
         run_cell("RNNCell", dtype)
@@ -88,4 +93,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    # --quick: without the largest recurrent cases (racecheck instruments every shared-memory access)
+    main(quick="--quick" in sys.argv[1:])

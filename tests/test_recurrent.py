@@ -291,10 +291,12 @@ CUDA_PATHS = [
     pytest.param("LSTM", 265, 4, False, id="LSTM-persistent-several-units-per-block"),
     pytest.param("RNN", 265, 4, False, id="RNN-persistent-several-units-per-block"),
     # more batch rows than shared memory holds at once: the staged operand comes in tiles
+    # (batch ≤ 32, above which the per-step path runs)
     pytest.param("LSTM", 1024, 32, False, id="LSTM-persistent-batch-tiles"),
-    pytest.param("RNN", 1024, 64, False, id="RNN-persistent-batch-tiles"),
+    pytest.param("RNN", 2048, 32, False, id="RNN-persistent-batch-tiles"),
     pytest.param("LSTM", 16, 4, True, id="LSTM-packed-per-step"),
     pytest.param("RNN", 16, 4, True, id="RNN-packed-per-step"),
+    pytest.param("LSTM", 16, 40, False, id="LSTM-large-batch-per-step"),
     pytest.param("LSTM", 2048, 4, False, id="LSTM-too-large-for-shared-memory-per-step"),
     pytest.param("RNN", 4096, 4, False, id="RNN-too-large-for-shared-memory-per-step"),
 ]

@@ -14,6 +14,7 @@
 #                     benchmarks/sanitize_cuda.py, while the tests run; 0 skips it
 #   PROFILE           1 (default): benchmarks/profile_recurrent_cuda.py (the timings), and
 #                     its sequences again on the per-step path (DLUNITS_CUDA_PERSISTENT=0)
+#                     unless PROFILE_PER_STEP=0
 #   BENCH_FILTER      run only the benchmark cases whose name contains it (default: all)
 #   BENCH_DTYPE       comma-separated dtypes to benchmark (default: the suite's)
 #   BENCH_TIMEOUT_S   limit for the benchmark (default 420); BENCH=0 skips it
@@ -111,9 +112,11 @@ fi
 if [ "${PROFILE:-1}" = 1 ]; then
     step "recurrent units against torch.nn (the issue's timings)"
     "$PYTHON" benchmarks/profile_recurrent_cuda.py --out "$logs/recurrent-profile.md" | grep "^|" || true
-    echo "the same sequences on the per-step path (DLUNITS_CUDA_PERSISTENT=0):"
-    DLUNITS_CUDA_PERSISTENT=0 "$PYTHON" benchmarks/profile_recurrent_cuda.py --sequences-only \
-        --out "$logs/recurrent-profile-per-step.md" | grep "^|" || true
+    if [ "${PROFILE_PER_STEP:-1}" = 1 ]; then
+        echo "the same sequences on the per-step path (DLUNITS_CUDA_PERSISTENT=0):"
+        DLUNITS_CUDA_PERSISTENT=0 "$PYTHON" benchmarks/profile_recurrent_cuda.py --sequences-only \
+            --out "$logs/recurrent-profile-per-step.md" | grep "^|" || true
+    fi
 fi
 
 bench_status=0

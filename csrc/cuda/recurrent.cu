@@ -17,8 +17,8 @@
 // (deterministic, no atomics). So a step is one cuBLAS product and one launch
 // forward, one launch and one product backward.
 //
-// Persistent kernels: a padded sequence (every step has the whole batch) without a
-// projection runs its whole recurrence in one cooperative launch where it fits, forward
+// Persistent kernels: a padded sequence (every step has the whole batch) of at most 32 rows
+// without a projection runs its whole recurrence in one cooperative launch where it fits, forward
 // and backward through time (each described above its kernel). Block k owns hidden units
 // j0 .. j0 + U - 1 (U = ceil(H / SMs)) and keeps their G·U rows of W_hh in shared memory
 // for all T steps; per step it stages the operand every block shares (h_{t-1} forward, the
@@ -202,12 +202,12 @@ __device__ __forceinline__ acc_t warp_sum(acc_t v) {
   return v;
 }
 
-// out[q·stride] += Σ_i w[i] · x[q·len + i] for the 4 rows q of x from row `first` (rows past
-// `rows` repeat the last and are not written), a warp over i: the dot products of one weight row
-// with 4 staged rows.
+// out[q] += Σ_i w[i] · x[q·len + i] for the 4 rows q of x from row `first` (rows past `rows`
+// repeat the last and are not written), a warp over i: the dot products of one weight row with
+// 4 staged rows.
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ void warp_dot4(const scalar_t* w, const scalar_t* x, int len, int first, int rows,
-                                          acc_t* out, int stride) {
+                                          acc_t* out) {
   const int lane = threadIdx.x % 32;
   const scalar_t* x0 = x + first * len;
   const scalar_t* x1 = x + min(first + 1, rows - 1) * len;
@@ -226,10 +226,10 @@ __device__ __forceinline__ void warp_dot4(const scalar_t* w, const scalar_t* x, 
   a2 = warp_sum(a2);
   a3 = warp_sum(a3);
   if (lane == 0) {
-    out[first * stride] += a0;
-    if (first + 1 < rows) out[(first + 1) * stride] += a1;
-    if (first + 2 < rows) out[(first + 2) * stride] += a2;
-    if (first + 3 < rows) out[(first + 3) * stride] += a3;
+    out[first] += a0;
+    if (first + 1 < rows) out[first + 1] += a1;
+    if (first + 2 < rows) out[first + 2] += a2;
+    if (first + 3 < rows) out[first + 3] += a3;
   }
 }
 
@@ -314,7 +314,7 @@ __global__ void __launch_bounds__(kPersistentThreads) persistent_forward_kernel(
       const int groups = (bt + kBatchPerWarp - 1) / kBatchPerWarp;
       for (int task = warp; task < rows * groups; task += warps) {
         const int r = task / groups, first = (task - r * groups) * kBatchPerWarp;
-        warp_dot4(w + r * H, hs, H, first, bt, pre + r * bt, 1);
+        warp_dot4(w + r * H, hs, H, first, bt, pre + r * bt);
       }
       __syncthreads();
       for (int q = threadIdx.x; q < units * bt; q += blockDim.x) {
@@ -404,7 +404,7 @@ __global__ void __launch_bounds__(kPersistentThreads) persistent_backward_kernel
     const int groups = (bt + kBatchPerWarp - 1) / kBatchPerWarp;
     for (int task = warp; task < units * groups; task += warps) {
       const int u = task / groups, first = (task - u * groups) * kBatchPerWarp;
-      warp_dot4(wt + u * GH, zs, GH, first, bt, dh + u * bt, 1);
+      warp_dot4(wt + u * GH, zs, GH, first, bt, dh + u * bt);
     }
     __syncthreads();
   };

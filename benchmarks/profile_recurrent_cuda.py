@@ -6,32 +6,25 @@ time goes (the CUDA kernels of one forward+backward, from torch.profiler).
 Float32, TF32 off, as the issue measures: nn.LSTM over T=100 steps at batch 16 (256/256) and batch 128
 (512/512), forward and forward+backward, dlunits.nn.LSTM against torch.nn.LSTM (cuDNN); and a Python
 loop of T=100 steps over nn.LSTMCell (batch 16, 256/256), dlunits.nn.LSTMCell against torch.nn.LSTMCell.
-Each time is the median of 20 timed calls (CUDA events around each, after warm-up).
+Each time is a median as dlunits-bench measures it (dlunits.bench.measure.time_call). The runs recorded
+under benchmarks/results/vm-cuda-nvidia-h200-20261127-*/ were timed by this script's earlier own timer
+(the median of 20 calls between CUDA events, after 5 warm-up calls).
 """
 import argparse
-import statistics
 
 import torch
 
 import dlunits
+from dlunits.bench.measure import time_call
 
 SEQUENCES = [dict(T=100, B=16, I=256, H=256), dict(T=100, B=128, I=512, H=512)]
 CELL_LOOP = dict(T=100, B=16, I=256, H=256)
 
 
-def median_ms(fn, reps=20, warmup=5):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+def median_ms(fn):
+    """The median time of fn() in ms, timed as dlunits-bench times (torch.utils.benchmark, CUDA
+    synchronised around each block)."""
+    return time_call(fn, min_run_time=0.2, max_run_time=1.0, num_threads=torch.get_num_threads()).median * 1e3
 
 
 def twins(kind, I, H):

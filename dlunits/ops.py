@@ -1,4 +1,5 @@
-"""Fake kernels and autograd for the ops declared in csrc/ops.cpp.
+"""Fake kernels and autograd for the ops declared in csrc/ops.cpp (the recurrent cells'
+autograd is C++, csrc/recurrent_autograd.cpp).
 
 Fake kernels validate through the same C++ checks as the real kernels
 (csrc/shape_checks.h, exposed as dlunits._C) and give the same sizes and memory
@@ -416,31 +417,8 @@ def _note_biases(ctx, bias_ih, bias_hh):
     ctx.has_bias = ctx.has_bias_ih or ctx.has_bias_hh
 
 
-def _rnn_cell_setup(ctx, inputs, output):
-    input, hx, weight_ih, weight_hh, bias_ih, bias_hh, ctx.nonlinearity = inputs
-    _note_biases(ctx, bias_ih, bias_hh)
-    ctx.save_for_backward(input, hx, weight_ih, weight_hh, output)
-
-
-def _rnn_cell_backward(ctx, grad_hy):
-    input, hx, weight_ih, weight_hh, hy = ctx.saved_tensors
-    grads = ops.rnn_cell_backward(grad_hy, input, hx, weight_ih, weight_hh, hy, ctx.nonlinearity, ctx.has_bias)
-    return (*grads[:4], *_bias_grads(ctx, grads[4]), None)
-
-
-def _lstm_cell_setup(ctx, inputs, output):
-    input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh = inputs
-    _note_biases(ctx, bias_ih, bias_hh)
-    _hy, _cy, gates, cells = output  # cells: c_t again, saved in place of cy, which the caller may modify
-    ctx.mark_non_differentiable(gates, cells)
-    ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, cells, gates)
-
-
-def _lstm_cell_backward(ctx, grad_hy, grad_cy, _grad_gates, _grad_cells):
-    input, hx, cx, weight_ih, weight_hh, cells, gates = ctx.saved_tensors
-    grads = ops.lstm_cell_backward(grad_hy, grad_cy, input, hx, cx, weight_ih, weight_hh, cells, gates,
-                                   ctx.has_bias)
-    return (*grads[:5], *_bias_grads(ctx, grads[5]))
+# The cells' autograd is C++ (csrc/recurrent_autograd.cpp): a cell runs once per time step, and the
+# Python wrapper's fixed cost per call was as large as a step's arithmetic.
 
 
 def _rnn_layer_setup(ctx, inputs, output):
@@ -482,8 +460,6 @@ def _nothing_to_save(ctx, inputs, output):
     pass
 
 
-torch.library.register_autograd("dlunits::rnn_cell", _rnn_cell_backward, setup_context=_rnn_cell_setup)
-torch.library.register_autograd("dlunits::lstm_cell", _lstm_cell_backward, setup_context=_lstm_cell_setup)
 torch.library.register_autograd("dlunits::rnn_layer", _rnn_layer_backward, setup_context=_rnn_layer_setup)
 torch.library.register_autograd("dlunits::lstm_layer", _lstm_layer_backward, setup_context=_lstm_layer_setup)
 for _name in ("rnn_cell_backward", "lstm_cell_backward", "rnn_layer_backward", "lstm_layer_backward"):

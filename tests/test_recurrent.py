@@ -430,10 +430,13 @@ def test_state_dict_and_convert():
     assert torch.allclose(fresh(x)[0], model["lstm"](x)[0], atol=1e-5)
 
 
-def test_double_backward_raises():
-    _, dl = module_pair("LSTM", 3, 4)
-    x = randn(4, 2, 3, gen=make_generator(18), requires_grad=True)
-    (g,) = torch.autograd.grad(dl(x)[0].sum(), x, create_graph=True)
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "LSTM"])
+def test_double_backward_raises(kind):
+    """The layers' autograd is Python's, the cells' C++ (csrc/recurrent_autograd.cpp): both refuse."""
+    _, dl = module_pair(kind, 3, 4)
+    x = randn(*([2, 3] if "Cell" in kind else [4, 2, 3]), gen=make_generator(18), requires_grad=True)
+    out = dl(x)
+    (g,) = torch.autograd.grad((out if torch.is_tensor(out) else out[0]).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="double backward through the recurrent units is not implemented"):
         g.sum().backward()
 
@@ -475,6 +478,31 @@ def test_compile_lstm():
     compiled = grads(torch.compile(functional_loss, fullgraph=True, backend="aot_eager")(x))
     for a, b in zip(compiled, expected):
         assert_close_rel(a, b, 1e-12, "compiled functional gradient")
+
+
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell"])
+def test_compile_cell_loop(kind):
+    """torch.compile(fullgraph=True) of a loop over a cell: the cells' C++ autograd traces through
+    their fake kernels, forward and backward, and gives eager's gradients."""
+    _, dl = module_pair(kind, 4, 6)
+    gen = make_generator(20)
+    x, h0 = randn(5, 3, 4, gen=gen, requires_grad=True), randn(3, 6, gen=gen, requires_grad=True)
+    params = list(dl.parameters())
+
+    def loss(x, h0):
+        state = h0 if kind == "RNNCell" else (h0, h0.cos())
+        total = 0
+        for t in range(x.size(0)):
+            state = dl(x[t], state)
+            h = state if kind == "RNNCell" else state[0] * state[1]
+            total = total + h.square().sum()
+        return total
+
+    expected = torch.autograd.grad(loss(x, h0), [x, h0] + params)
+    torch._dynamo.reset()
+    compiled = torch.autograd.grad(torch.compile(loss, fullgraph=True, backend="aot_eager")(x, h0), [x, h0] + params)
+    for a, b in zip(compiled, expected):
+        assert_close_rel(a, b, 1e-12, "compiled cell-loop gradient")
 
 
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,139 @@
+// dlunits — autograd of the recurrent cells (rnn_cell, lstm_cell), in C++.
+//
+// Every other op's autograd is registered from Python (dlunits/ops.py). A cell is
+// different: a model calls it once per time step from a Python loop, so its fixed
+// cost per call is most of the unit's speed. torch.library's Python autograd
+// wrapper (argument normalisation, setup_context, a Python backward) added
+// ~80 µs to each forward call and more to each backward on the 2-core machine
+// of the benchmarks, as much as the step's arithmetic; on a GPU it was most of a step.
+// Here the autograd node is a torch::autograd::Function: the forward
+// redispatches to the device's kernel below autograd, the backward calls the
+// cell's backward op (csrc/recurrent_driver.h) through the dispatcher. The
+// backward ops keep their Python registration, which refuses double backward.
+//
+// What is saved, and why, is as the layers' Python registration: the inputs, and
+// for the LSTM the gates and a copy of c' (cells), so that the caller may change
+// hy and cy in place, as torch's cells allow. One gradient serves bias_ih and
+// bias_hh; an absent bias gets none.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <string>
+
+namespace dlunits {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The op's handle in the dispatcher, looked up once.
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> op_handle(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+}
+
+bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+void note_biases(AutogradContext* ctx, const std::optional<at::Tensor>& bias_ih,
+                 const std::optional<at::Tensor>& bias_hh) {
+  ctx->saved_data["has_bias_ih"] = given(bias_ih);
+  ctx->saved_data["has_bias_hh"] = given(bias_hh);
+}
+
+// The bias gradient for bias_ih and bias_hh, each where it was given.
+std::pair<at::Tensor, at::Tensor> bias_grads(AutogradContext* ctx, const at::Tensor& grad_bias) {
+  return {ctx->saved_data["has_bias_ih"].toBool() ? grad_bias : at::Tensor(),
+          ctx->saved_data["has_bias_hh"].toBool() ? grad_bias : at::Tensor()};
+}
+
+bool has_bias(AutogradContext* ctx) {
+  return ctx->saved_data["has_bias_ih"].toBool() || ctx->saved_data["has_bias_hh"].toBool();
+}
+
+class RnnCellFunction : public torch::autograd::Function<RnnCellFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& hx,
+                            const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                            const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
+                            c10::string_view nonlinearity) {
+    static const auto op = op_handle<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                const at::Tensor&, const std::optional<at::Tensor>&,
+                                                const std::optional<at::Tensor>&, c10::string_view)>(
+        "dlunits::rnn_cell");
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    at::Tensor hy = op.call(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity);
+    note_biases(ctx, bias_ih, bias_hh);
+    ctx->saved_data["nonlinearity"] = std::string(nonlinearity);
+    ctx->save_for_backward({input, hx, weight_ih, weight_hh, hy});
+    return hy;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+    static const auto op = op_handle<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                           const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                           c10::string_view, bool)>("dlunits::rnn_cell_backward");
+    const auto saved = ctx->get_saved_variables();
+    const std::string nonlinearity = ctx->saved_data["nonlinearity"].toStringRef();
+    const auto [grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias] =
+        op.call(grads[0], saved[0], saved[1], saved[2], saved[3], saved[4], nonlinearity, has_bias(ctx));
+    const auto [grad_bias_ih, grad_bias_hh] = bias_grads(ctx, grad_bias);
+    return {grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh, at::Tensor()};
+  }
+};
+
+class LstmCellFunction : public torch::autograd::Function<LstmCellFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& hx,
+                               const at::Tensor& cx, const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                               const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh) {
+    using Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+    static const auto op = op_handle<Outputs(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                             const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                             const std::optional<at::Tensor>&)>("dlunits::lstm_cell");
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto [hy, cy, gates, cells] = op.call(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh);
+    note_biases(ctx, bias_ih, bias_hh);
+    ctx->mark_non_differentiable({gates, cells});
+    ctx->save_for_backward({input, hx, cx, weight_ih, weight_hh, cells, gates});
+    return {hy, cy, gates, cells};
+  }
+
+  // grads: of hy, cy, gates, cells (the last two non-differentiable); undefined ones arrive as zeros.
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+    static const auto op = op_handle<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                           const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                           const at::Tensor&, const at::Tensor&, const at::Tensor&, bool)>(
+        "dlunits::lstm_cell_backward");
+    const auto saved = ctx->get_saved_variables();
+    const auto [grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias] =
+        op.call(grads[0], grads[1], saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], saved[6],
+                has_bias(ctx));
+    const auto [grad_bias_ih, grad_bias_hh] = bias_grads(ctx, grad_bias);
+    return {grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh};
+  }
+};
+
+at::Tensor rnn_cell_autograd(const at::Tensor& input, const at::Tensor& hx, const at::Tensor& weight_ih,
+                             const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
+                             const std::optional<at::Tensor>& bias_hh, c10::string_view nonlinearity) {
+  return RnnCellFunction::apply(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_cell_autograd(
+    const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& weight_ih,
+    const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh) {
+  const auto out = LstmCellFunction::apply(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh);
+  return {out[0], out[1], out[2], out[3]};
+}
+
+}  // namespace
+}  // namespace dlunits
+
+TORCH_LIBRARY_IMPL(dlunits, Autograd, m) {
+  m.impl("rnn_cell", &dlunits::rnn_cell_autograd);
+  m.impl("lstm_cell", &dlunits::lstm_cell_autograd);
+}

@@ -33,7 +33,8 @@
 // their gradients; the gate arithmetic, the state updates and the bias reduction
 // are ours (the Kernels). A device may take over the recurrence of a padded
 // sequence (persistent_forward / persistent_backward: CUDA's cooperative kernels,
-// the CPU's own tiled products) or a whole cell step (cell_forward: the CPU).
+// the CPU's own tiled products), a whole cell step (cell_forward: the CPU), or a
+// cell's backward products (cell_backward: the CPU).
 //
 // Cost per layer and direction (N = Σ B_t rows): 2·N·G·H·(I + P) FLOPs for the
 // products forward (plus 2·N·P·H with a projection) and twice that backward;
@@ -144,22 +145,38 @@ struct PersistentBackward {
   RnnActivation activation;
 };
 
-// One step of a layer without a projection (a cell), input product included, for a device
-// that runs it whole (Kernels::cell_forward returns false where it does not).
-template <typename scalar_t>
+// One step of a layer without a projection (a cell), products included, for a device that
+// runs it whole (Kernels::cell_forward returns false where it does not). It reads h0 and c0 and
+// writes h_n and c_n (allocated, not initialised), as well as the output, gates and cells.
 struct CellForward {
-  const scalar_t* input;      // [B, I]
-  const scalar_t* weight_ih;  // [G·H, I]
-  const scalar_t* weight_hh;  // [G·H, H]
-  const scalar_t* bias;       // [G·H]
-  const scalar_t* h0;         // [B, H]
-  scalar_t* output;           // [B, H]   h_1
-  scalar_t* h_state;          // [B, H]   out: h_1
-  scalar_t* c_state;          // [B, H]   in: c0, out: c_1 (LSTM)
-  scalar_t* gates;            // [B, 4H]  (LSTM)
-  scalar_t* cells;            // [B, H]   (LSTM)
-  int64_t batch, input_size, hidden, gate_count;
+  const at::Tensor& input;      // [B, I]
+  const at::Tensor& weight_ih;  // [G·H, I]
+  const at::Tensor& weight_hh;  // [G·H, H]
+  const at::Tensor& bias_ih;    // [G·H], or undefined
+  const at::Tensor& bias_hh;    // [G·H], or undefined
+  const at::Tensor& h0;         // [B, H]
+  const at::Tensor& c0;         // [B, H]   (LSTM)
+  at::Tensor& output;           // [B, H]   out: h_1
+  at::Tensor& h_n;              // [B, H]   out: h_1
+  at::Tensor& c_n;              // [B, H]   out: c_1 (LSTM)
+  at::Tensor& gates;            // [B, 4H]  out (LSTM)
+  at::Tensor& cells;            // [B, H]   out: c_1 (LSTM)
   RnnActivation activation;
+};
+
+// The products of a cell's backward (one step, no projection), from its dZ, for a device
+// that runs them itself (Kernels::cell_backward returns false where it does not).
+struct CellBackward {
+  const at::Tensor& grad_gates;  // [B, G·H]  dZ
+  const at::Tensor& input;       // [B, I]
+  const at::Tensor& h0;          // [B, H]
+  const at::Tensor& weight_ih;   // [G·H, I]
+  const at::Tensor& weight_hh;   // [G·H, H]
+  at::Tensor& grad_input;        // [B, I]    out: dZ · W_ih
+  at::Tensor& grad_h0;           // [B, H]    out: dZ · W_hh
+  at::Tensor& grad_weight_ih;    // [G·H, I]  out: dZᵀ · x
+  at::Tensor& grad_weight_hh;    // [G·H, H]  out: dZᵀ · h0
+  at::Tensor& grad_bias;         // [G·H]     out: Σ_rows dZ ([0] without a bias)
 };
 
 // --- results -------------------------------------------------------------------------------------------------------
@@ -227,24 +244,26 @@ RecurrentForward recurrent_forward(const RecurrentGeometry& g, RnnActivation act
   const auto options = input.options();
   RecurrentForward f;
   f.output = at::empty({N, P}, options);
-  f.h_n = h0.clone(at::MemoryFormat::Contiguous);
   if (lstm) {
-    f.c_n = c0.clone(at::MemoryFormat::Contiguous);
     f.gates = at::empty({N, GH}, options);
     f.cells = at::empty({N, H}, options);
+  }
+  if (N > 0 && g.steps() == 1 && !g.projected()) {  // a cell: h_n and c_n need no copy of h0 and c0 first
+    f.h_n = at::empty_like(h0, at::MemoryFormat::Contiguous);
+    if (lstm) f.c_n = at::empty_like(c0, at::MemoryFormat::Contiguous);
+    if (Kernels::template cell_forward<scalar_t>(CellForward{input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
+                                                             f.output, f.h_n, f.c_n, f.gates, f.cells, activation})) {
+      return f;
+    }
+    f.h_n.copy_(h0);
+    if (lstm) f.c_n.copy_(c0);
+  } else {
+    f.h_n = h0.clone(at::MemoryFormat::Contiguous);
+    if (lstm) f.c_n = c0.clone(at::MemoryFormat::Contiguous);
   }
   if (N == 0) return f;
 
   const at::Tensor bias = combined_bias(bias_ih, bias_hh, GH, options);
-  if (g.steps() == 1 && !g.projected() &&
-      Kernels::cell_forward(CellForward<scalar_t>{
-          input.const_data_ptr<scalar_t>(), weight_ih.const_data_ptr<scalar_t>(),
-          weight_hh.const_data_ptr<scalar_t>(), bias.const_data_ptr<scalar_t>(), h0.const_data_ptr<scalar_t>(),
-          f.output.mutable_data_ptr<scalar_t>(), f.h_n.mutable_data_ptr<scalar_t>(),
-          lstm ? f.c_n.mutable_data_ptr<scalar_t>() : nullptr, lstm ? f.gates.mutable_data_ptr<scalar_t>() : nullptr,
-          lstm ? f.cells.mutable_data_ptr<scalar_t>() : nullptr, g.batch, g.input_size, H, g.gates, activation})) {
-    return f;
-  }
   const at::Tensor input_proj = at::mm(input, weight_ih.t());  // every step's W_ih x_t in one product
   const at::Tensor weight_hh_t = weight_hh.t();
   at::Tensor hidden_proj = at::empty({g.batch, GH}, options);
@@ -300,6 +319,11 @@ RecurrentBackward recurrent_backward(const RecurrentGeometry& g, RnnActivation a
   const auto options = input.options();
   RecurrentBackward r;
   at::Tensor grad_gates = at::empty({N, GH}, options);
+  r.grad_input = at::empty({N, g.input_size}, options);
+  r.grad_weight_ih = at::empty({GH, g.input_size}, options);
+  r.grad_weight_hh = at::empty({GH, P}, options);
+  r.grad_bias = at::empty({has_bias ? GH : 0}, options);
+  r.grad_weight_hr = at::empty(g.projected() ? weight_hr.sizes() : at::IntArrayRef{0}, options);
   // dh and dc: the gradient reaching the state, row b of the sequence in batch row b.
   r.grad_h0 = grad_h_n.defined() ? grad_h_n.clone(at::MemoryFormat::Contiguous) : at::zeros_like(h0);
   if (lstm) r.grad_c0 = grad_c_n.defined() ? grad_c_n.clone(at::MemoryFormat::Contiguous) : at::zeros_like(c0);
@@ -345,15 +369,20 @@ RecurrentBackward recurrent_backward(const RecurrentGeometry& g, RnnActivation a
       }
       Kernels::lstm_backward_step(step);
     }
+    if (g.steps() == 1 && !g.projected() &&
+        Kernels::template cell_backward<scalar_t>(CellBackward{grad_gates, input, h0, weight_ih, weight_hh,
+                                                              r.grad_input, r.grad_h0, r.grad_weight_ih,
+                                                              r.grad_weight_hh, r.grad_bias})) {
+      return r;  // a cell whose products the device ran itself
+    }
     mm_into(r.grad_h0.narrow(0, 0, rows), grad_gates.narrow(0, off, rows), weight_hh);
   }
 
-  r.grad_input = at::mm(grad_gates, weight_ih);
-  r.grad_weight_ih = at::mm(grad_gates.t(), input);
-  r.grad_weight_hh = at::mm(grad_gates.t(), previous_states(g, output, h0, reverse));
-  r.grad_bias = at::empty({has_bias ? GH : 0}, options);
+  mm_into(r.grad_input, grad_gates, weight_ih);
+  mm_into(r.grad_weight_ih, grad_gates.t(), input);
+  mm_into(r.grad_weight_hh, grad_gates.t(), previous_states(g, output, h0, reverse));
   if (has_bias) Kernels::column_sum(dz, N, GH, r.grad_bias.mutable_data_ptr<scalar_t>());
-  r.grad_weight_hr = g.projected() ? at::mm(grad_hidden_total.t(), unprojected) : at::empty({0}, options);
+  if (g.projected()) mm_into(r.grad_weight_hr, grad_hidden_total.t(), unprojected);
   return r;
 }
 

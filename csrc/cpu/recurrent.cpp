@@ -37,6 +37,7 @@
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -273,15 +274,24 @@ void sequence_backward(const PersistentBackward<scalar_t>& p) {
 // per call. Threads split the units in blocks of 8 (all G gates of each); a thread transposes its units'
 // columns to rows and runs the step pass on them.
 template <typename scalar_t>
-void cell_forward_pass(const CellForward<scalar_t>& p) {
+void cell_forward_pass(const CellForward& p) {
   constexpr int64_t kUnits = 8;
-  const int64_t B = p.batch, I = p.input_size, H = p.hidden, G = p.gate_count, GH = G * H;
-  const auto options = at::TensorOptions().dtype(caffe2::TypeMeta::Make<scalar_t>());
-  const at::Tensor input_t = cpu::pack_transposed(p.input, B, I, options);
-  const at::Tensor h0_t = cpu::pack_transposed(p.h0, B, H, options);
+  const int64_t B = p.input.size(0), I = p.input.size(1), H = p.h0.size(1), GH = p.weight_ih.size(0), G = GH / H;
+  const auto options = p.input.options();
+  const at::Tensor input_t = cpu::pack_transposed(p.input.const_data_ptr<scalar_t>(), B, I, options);
+  const at::Tensor h0_t = cpu::pack_transposed(p.h0.const_data_ptr<scalar_t>(), B, H, options);
   const auto input_panels = cpu::packed_panels<scalar_t>(input_t, B);
   const auto h0_panels = cpu::packed_panels<scalar_t>(h0_t, B);
   const int64_t Bp = input_panels.count() * cpu::Simd<scalar_t>::lanes;
+  const at::Tensor bias_sum = combined_bias(p.bias_ih, p.bias_hh, GH, options);
+  if (G == 4) p.c_n.copy_(p.c0);  // the pass updates the cell state in place
+  const scalar_t* weight_ih = p.weight_ih.const_data_ptr<scalar_t>();
+  const scalar_t* weight_hh = p.weight_hh.const_data_ptr<scalar_t>();
+  const scalar_t* bias = bias_sum.const_data_ptr<scalar_t>();
+  scalar_t* output = p.output.mutable_data_ptr<scalar_t>();
+  scalar_t* c_state = G == 4 ? p.c_n.mutable_data_ptr<scalar_t>() : nullptr;
+  scalar_t* gates = G == 4 ? p.gates.mutable_data_ptr<scalar_t>() : nullptr;
+  scalar_t* cells = G == 4 ? p.cells.mutable_data_ptr<scalar_t>() : nullptr;
   // [GH, Bp] products, then [B, GH] rows for the pass.
   at::Tensor products = at::empty({2, GH, Bp}, options), rows = at::empty({2, B, GH}, options);
   scalar_t* input_proj_t = products.mutable_data_ptr<scalar_t>();
@@ -293,9 +303,9 @@ void cell_forward_pass(const CellForward<scalar_t>& p) {
     const int64_t j0 = begin * kUnits, count = std::min(end * kUnits, H) - j0;
     for (int64_t g = 0; g < G; ++g) {
       const int64_t row = g * H + j0;
-      cpu::panel_gemm(cpu::MatrixA<scalar_t>{p.weight_ih + row * I, I, 1}, count, input_panels, 0,
+      cpu::panel_gemm(cpu::MatrixA<scalar_t>{weight_ih + row * I, I, 1}, count, input_panels, 0,
                       input_panels.count(), input_proj_t + row * Bp, Bp, false);
-      cpu::panel_gemm(cpu::MatrixA<scalar_t>{p.weight_hh + row * H, H, 1}, count, h0_panels, 0, h0_panels.count(),
+      cpu::panel_gemm(cpu::MatrixA<scalar_t>{weight_hh + row * H, H, 1}, count, h0_panels, 0, h0_panels.count(),
                       hidden_proj_t + row * Bp, Bp, false);
     }
     for (int64_t b = 0; b < B; ++b) {
@@ -309,14 +319,14 @@ void cell_forward_pass(const CellForward<scalar_t>& p) {
       if (G == 1) {
         const auto step = p.activation == RnnActivation::Relu ? rnn_forward_row<scalar_t, true>
                                                                : rnn_forward_row<scalar_t, false>;
-        step(input_proj + gate_row, hidden_proj + gate_row, p.bias + j0, p.output + row, count);
+        step(input_proj + gate_row, hidden_proj + gate_row, bias + j0, output + row, count);
       } else {
-        lstm_forward_row(input_proj + gate_row, hidden_proj + gate_row, p.bias + j0, p.c_state + row,
-                         p.gates + gate_row, p.cells + row, p.output + row, H, count);
+        lstm_forward_row(input_proj + gate_row, hidden_proj + gate_row, bias + j0, c_state + row,
+                         gates + gate_row, cells + row, output + row, H, count);
       }
     }
   });
-  std::memcpy(p.h_state, p.output, B * H * sizeof(scalar_t));
+  p.h_n.copy_(p.output);
 }
 
 // The largest batch for which a cell step runs on cell_forward_pass (see CpuKernels::cell_forward).
@@ -333,13 +343,41 @@ struct CpuKernels {
   // broadcast operand was slower than BLAS (each W element then feeds B/L tiles out of L1, and MKL
   // blocks for L2).
   template <typename scalar_t>
-  static bool cell_forward(const CellForward<scalar_t>& p) {
+  static bool cell_forward(const CellForward& p) {
     if constexpr (std::is_same_v<scalar_t, float>) {
-      if (p.batch > kThinCellBatch) return false;
-      cell_forward_pass(p);
+      if (p.input.size(0) > kThinCellBatch) return false;
+      cell_forward_pass<scalar_t>(p);
       return true;
     }
     return false;
+  }
+
+  // A cell's four backward products at a thin batch: BLAS runs each of them on one thread (MKL's
+  // sgemm took as long on two), so the two threads take two products each, the same FLOPs each:
+  // dx = dZ · W_ih and dh0 = dZ · W_hh on one, dW_ih = dZᵀ · x and dW_hh = dZᵀ · h0 on the other.
+  // BLAS called inside the parallel region runs single-threaded; the caller's thread-local state
+  // (dispatch keys, grad mode) goes with the products to the worker thread.
+  template <typename scalar_t>
+  static bool cell_backward(const CellBackward& p) {
+    if (p.grad_gates.size(0) > kThinCellBatch || at::get_num_threads() < 2) return false;
+    const at::ThreadLocalState caller_state;
+    at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+      const at::ThreadLocalStateGuard state_guard(caller_state);
+      for (int64_t half = begin; half < end; ++half) {
+        if (half == 0) {
+          mm_into(p.grad_input, p.grad_gates, p.weight_ih);
+          mm_into(p.grad_h0, p.grad_gates, p.weight_hh);
+        } else {
+          mm_into(p.grad_weight_ih, p.grad_gates.t(), p.input);
+          mm_into(p.grad_weight_hh, p.grad_gates.t(), p.h0);
+        }
+      }
+    });
+    if (p.grad_bias.numel() > 0) {
+      column_sum(p.grad_gates.const_data_ptr<scalar_t>(), p.grad_gates.size(0), p.grad_gates.size(1),
+                 p.grad_bias.mutable_data_ptr<scalar_t>());
+    }
+    return true;
   }
 
   // (The CPU refuses the half types before this; they only instantiate it.)

@@ -6,7 +6,8 @@
 // equations, FLOPs and bytes. Its matrix products (the input projection of all
 // steps at once, h_{t-1}·W_hhᵀ per step, the weight gradients) go through
 // at::mm / at::mm_out, i.e. cuBLAS, as the project allows for the gate
-// pre-activations. This file is the fused step kernels:
+// pre-activations (a cell's two products go into one buffer, the second through
+// addmm_, cuBLAS with beta = 1). This file is the fused step kernels:
 //   forward   one thread per (row, hidden unit) reads the G pre-activations of
 //             X_t and h_{t-1}·W_hhᵀ and the bias, computes every gate, c_t and
 //             h_t, and writes the saved gates, c_t, h_t and the running state;
@@ -152,6 +153,58 @@ __global__ void lstm_backward_kernel(LstmBackwardStep<scalar_t> s) {
     s.grad_gates[g0 + 3 * H] = static_cast<scalar_t>(dh * tanh_c * o * (acc_t(1) - o));
     s.grad_c_state[e] = static_cast<scalar_t>(dc * f);
     if (s.hidden_out) s.hidden_out[e] = static_cast<scalar_t>(o * tanh_c);
+  }
+}
+
+// A cell's step, whole (CudaKernels::cell_forward): pre = x·W_ihᵀ + h0·W_hhᵀ from two cuBLAS products
+// into one buffer (the second accumulating), then this pass, which adds both biases and reads c0 and
+// writes c_n itself, so that a cell is three launches with nothing combined or copied before them.
+template <typename scalar_t>
+struct CellStep {
+  const scalar_t* pre;      // [rows, G·H]
+  const scalar_t* bias_ih;  // [G·H], or null
+  const scalar_t* bias_hh;  // [G·H], or null
+  const scalar_t* c0;       // [rows, H]  (LSTM)
+  scalar_t* output;         // [rows, H]
+  scalar_t* h_n;            // [rows, H]
+  scalar_t* c_n;            // [rows, H]  (LSTM)
+  scalar_t* gates;          // [rows, 4H] (LSTM)
+  scalar_t* cells;          // [rows, H]  (LSTM)
+  int64_t rows, hidden;
+  bool lstm;
+  RnnActivation activation;
+};
+
+template <typename scalar_t, typename index_t>
+__global__ void cell_forward_kernel(CellStep<scalar_t> s) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using M = DeviceMath<acc_t>;
+  const index_t H = s.hidden, n = s.rows * H, G = s.lstm ? 4 : 1;
+  for (index_t e = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; e < n;
+       e += static_cast<index_t>(gridDim.x) * blockDim.x) {
+    const index_t b = e / H, j = e - b * H;
+    const index_t g0 = b * G * H + j;  // gate k of (b, j) is at g0 + k·H
+    const auto z = [&](index_t k) {
+      return acc_t(s.pre[g0 + k * H]) + (s.bias_ih ? acc_t(s.bias_ih[k * H + j]) : acc_t(0)) +
+             (s.bias_hh ? acc_t(s.bias_hh[k * H + j]) : acc_t(0));
+    };
+    acc_t h;
+    if (!s.lstm) {
+      const acc_t z0 = z(0);
+      h = s.activation == RnnActivation::Tanh ? M::tanh(z0) : (z0 > acc_t(0) ? z0 : acc_t(0));
+    } else {
+      const acc_t i = M::sigmoid(z(0)), f = M::sigmoid(z(1)), g = M::tanh(z(2)), o = M::sigmoid(z(3));
+      const acc_t c = f * acc_t(s.c0[e]) + i * g;
+      h = o * M::tanh(c);
+      s.gates[g0] = static_cast<scalar_t>(i);
+      s.gates[g0 + H] = static_cast<scalar_t>(f);
+      s.gates[g0 + 2 * H] = static_cast<scalar_t>(g);
+      s.gates[g0 + 3 * H] = static_cast<scalar_t>(o);
+      s.c_n[e] = static_cast<scalar_t>(c);
+      s.cells[e] = static_cast<scalar_t>(c);
+    }
+    s.output[e] = static_cast<scalar_t>(h);
+    s.h_n[e] = static_cast<scalar_t>(h);
   }
 }
 
@@ -585,9 +638,26 @@ struct CudaKernels {
     explicit DeviceGuard(const at::Tensor& t) : guard(t.device()) {}
   };
 
-  // A cell is the per-step path: one cuBLAS product for the input, one for the state.
+  // A cell: two cuBLAS products into one buffer, then cell_forward_kernel.
   template <typename scalar_t>
-  static bool cell_forward(const CellForward<scalar_t>&) {
+  static bool cell_forward(const CellForward& p) {
+    const bool lstm = p.weight_ih.size(0) == 4 * p.h0.size(1);
+    at::Tensor pre = at::mm(p.input, p.weight_ih.t());
+    pre.addmm_(p.h0, p.weight_hh.t());
+    const auto pointer = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr; };
+    const CellStep<scalar_t> s{pre.const_data_ptr<scalar_t>(), pointer(p.bias_ih), pointer(p.bias_hh),
+                               lstm ? p.c0.const_data_ptr<scalar_t>() : nullptr, p.output.mutable_data_ptr<scalar_t>(),
+                               p.h_n.mutable_data_ptr<scalar_t>(), lstm ? p.c_n.mutable_data_ptr<scalar_t>() : nullptr,
+                               lstm ? p.gates.mutable_data_ptr<scalar_t>() : nullptr,
+                               lstm ? p.cells.mutable_data_ptr<scalar_t>() : nullptr, p.h0.size(0), p.h0.size(1), lstm,
+                               p.activation};
+    DLUNITS_LAUNCH(cell_forward_kernel, s.rows * s.hidden, pre.numel(), s);
+    return true;
+  }
+
+  // A cell's backward products are cuBLAS's (the driver's).
+  template <typename scalar_t>
+  static bool cell_backward(const CellBackward&) {
     return false;
   }
 

@@ -217,6 +217,7 @@ inline int64_t previous_step(const RecurrentGeometry& g, int64_t t, bool reverse
 inline at::Tensor previous_states(const RecurrentGeometry& g, const at::Tensor& output, const at::Tensor& h0,
                                   bool reverse) {
   const int64_t N = g.rows, B = g.batch;
+  if (g.steps() == 1) return h0;  // a cell
   at::Tensor h_prev = at::empty({N, g.state_size}, h0.options());
   if (g.uniform) {  // two block copies
     const int64_t first = reverse ? N - B : 0;

@@ -1,5 +1,5 @@
 """The issue's recurrent timings on a GPU, dlunits against torch in the same run, and where dlunits'
-time goes (the CUDA kernels of one forward+backward, from torch.profiler).
+time goes (torch.profiler: the CUDA kernels of one call, and for the cell loop the host's time by op).
 
     python benchmarks/profile_recurrent_cuda.py [--out results.md]
 
@@ -76,6 +76,17 @@ def kernel_table(fn, rows=12):
     return "\n".join(lines)
 
 
+def host_table(fn, rows=20):
+    """Where the host's time goes in one call of fn: torch.profiler's CPU-side ops by self time (a
+    cell loop is bound by it, not by its kernels)."""
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="also write the report to this file")
@@ -105,8 +116,8 @@ def main():
         ref_passes, our_passes = sequence_passes(ref, x, state), sequence_passes(ours, x, state)
         row(case, "forward", ref_passes[0], our_passes[0])
         row(case, "forward+backward", ref_passes[1], our_passes[1])
-        profiles.append((f"dlunits {case}, forward+backward", kernel_table(our_passes[1])))
-        profiles.append((f"torch.nn {case}, forward+backward", kernel_table(ref_passes[1])))
+        profiles.append((f"dlunits {case}, forward+backward: CUDA kernels of one call", kernel_table(our_passes[1])))
+        profiles.append((f"torch.nn {case}, forward+backward: CUDA kernels of one call", kernel_table(ref_passes[1])))
 
     if args.sequences_only:
         return finish(report, profiles, args.out)
@@ -118,14 +129,16 @@ def main():
     ref_passes, our_passes = cell_loop_passes(ref, xs, state), cell_loop_passes(ours, xs, state)
     row(case, "forward", ref_passes[0], our_passes[0])
     row(case, "forward+backward", ref_passes[1], our_passes[1])
-    profiles.append((f"dlunits {case}, forward", kernel_table(our_passes[0])))
-    profiles.append((f"torch.nn {case}, forward", kernel_table(ref_passes[0])))
+    profiles.append((f"dlunits {case}, forward: CUDA kernels of one call", kernel_table(our_passes[0])))
+    profiles.append((f"torch.nn {case}, forward: CUDA kernels of one call", kernel_table(ref_passes[0])))
+    profiles.append((f"dlunits {case}, forward+backward: host time by op", host_table(our_passes[1])))
+    profiles.append((f"torch.nn {case}, forward+backward: host time by op", host_table(ref_passes[1])))
     finish(report, profiles, args.out)
 
 
 def finish(report, profiles, out):
     for title, table in profiles:
-        report += ["", f"{title}: CUDA kernels of one call", "", "```", table, "```"]
+        report += ["", f"{title}", "", "```", table, "```"]
     text = "\n".join(report)
     print(text)
     if out:

@@ -65,6 +65,7 @@ class RnnCellFunction : public torch::autograd::Function<RnnCellFunction> {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     at::Tensor hy = op.call(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity);
     note_biases(ctx, bias_ih, bias_hh);
+    ctx->set_materialize_grads(false);
     ctx->saved_data["nonlinearity"] = std::string(nonlinearity);
     ctx->save_for_backward({input, hx, weight_ih, weight_hh, hy});
     return hy;
@@ -75,6 +76,7 @@ class RnnCellFunction : public torch::autograd::Function<RnnCellFunction> {
     static const auto op = op_handle<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                            const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                            c10::string_view, bool)>("dlunits::rnn_cell_backward");
+    if (!grads[0].defined()) return variable_list(7);  // nothing reached h'
     const auto saved = ctx->get_saved_variables();
     const std::string nonlinearity = ctx->saved_data["nonlinearity"].toStringRef();
     const auto [grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias] =
@@ -96,22 +98,26 @@ class LstmCellFunction : public torch::autograd::Function<LstmCellFunction> {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [hy, cy, gates, cells] = op.call(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh);
     note_biases(ctx, bias_ih, bias_hh);
+    ctx->set_materialize_grads(false);  // gates and cells never get a gradient: no zeros made for them
     ctx->mark_non_differentiable({gates, cells});
     ctx->save_for_backward({input, hx, cx, weight_ih, weight_hh, cells, gates});
     return {hy, cy, gates, cells};
   }
 
-  // grads: of hy, cy, gates, cells (the last two non-differentiable); undefined ones arrive as zeros.
+  // grads: of hy, cy, gates, cells (the last two non-differentiable), undefined where nothing reached
+  // them; the backward op takes zeros for an undefined one of hy and cy.
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
     static const auto op = op_handle<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                            const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                            const at::Tensor&, const at::Tensor&, const at::Tensor&, bool)>(
         "dlunits::lstm_cell_backward");
+    if (!grads[0].defined() && !grads[1].defined()) return variable_list(7);
     const auto saved = ctx->get_saved_variables();
+    const at::Tensor& cells = saved[5];  // c', the size of h' and c'
     const auto [grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias] =
-        op.call(grads[0], grads[1], saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], saved[6],
-                has_bias(ctx));
+        op.call(grads[0].defined() ? grads[0] : at::zeros_like(cells), grads[1].defined() ? grads[1] : at::zeros_like(cells),
+                saved[0], saved[1], saved[2], saved[3], saved[4], cells, saved[6], has_bias(ctx));
     const auto [grad_bias_ih, grad_bias_hh] = bias_grads(ctx, grad_bias);
     return {grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh};
   }

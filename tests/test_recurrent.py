@@ -203,6 +203,23 @@ def test_lstm_cell_outputs_modified_in_place(modified):
         assert_close_rel(b, a, REL_TOL[torch.float64], "gradient after an in-place change")
 
 
+@pytest.mark.parametrize("used", ["h", "c"])
+def test_lstm_cell_one_output_used(used):
+    """Only h' or only c' reaches the loss: the other's gradient is undefined (not made as zeros by
+    the C++ autograd), and the gradients are torch's."""
+    ref, dl = module_pair("LSTMCell", 3, 5)
+    gen = make_generator(32)
+    x, h, c = randn(4, 3, gen=gen), randn(4, 5, gen=gen), randn(4, 5, gen=gen)
+    grads = []
+    for module in (ref, dl):
+        inputs = [t.clone().requires_grad_() for t in (x, h, c)]
+        hy, cy = module(inputs[0], (inputs[1], inputs[2]))
+        (hy if used == "h" else cy).sin().sum().backward()
+        grads.append([t.grad for t in inputs] + [p.grad for p in module.parameters()])
+    for a, b in zip(*grads):
+        assert_close_rel(b, a, REL_TOL[torch.float64], f"gradient with only {used}' used")
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "RNN", "LSTM"])
 def test_cpu_tiled_products(dtype, kind):

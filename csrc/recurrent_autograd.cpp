@@ -8,8 +8,8 @@
 // of the benchmarks, as much as the step's arithmetic; on a GPU it was most of a step.
 // Here the autograd node is a torch::autograd::Function: the forward
 // redispatches to the device's kernel below autograd, the backward calls the
-// cell's backward op (csrc/recurrent_driver.h) through the dispatcher. The
-// backward ops keep their Python registration, which refuses double backward.
+// cell's backward op (csrc/recurrent_driver.h) through the dispatcher, below
+// autograd unless the backward builds a graph (see BelowAutogradUnlessGraphed).
 //
 // What is saved, and why, is as the layers' Python registration: the inputs, and
 // for the LSTM the gates and a copy of c' (cells), so that the caller may change
@@ -48,6 +48,16 @@ std::pair<at::Tensor, at::Tensor> bias_grads(AutogradContext* ctx, const at::Ten
           ctx->saved_data["has_bias_hh"].toBool() ? grad_bias : at::Tensor()};
 }
 
+// The backward ops' autograd is Python's (dlunits/ops.py: it refuses double backward). Only a backward
+// that builds a graph (create_graph) needs it; otherwise the op runs below autograd, and the step
+// makes no trip through the interpreter (which, from the autograd engine's thread, also takes the GIL).
+struct BelowAutogradUnlessGraphed {
+  std::optional<at::AutoDispatchBelowADInplaceOrView> guard;
+  BelowAutogradUnlessGraphed() {
+    if (!at::GradMode::is_enabled()) guard.emplace();
+  }
+};
+
 bool has_bias(AutogradContext* ctx) {
   return ctx->saved_data["has_bias_ih"].toBool() || ctx->saved_data["has_bias_hh"].toBool();
 }
@@ -79,6 +89,7 @@ class RnnCellFunction : public torch::autograd::Function<RnnCellFunction> {
     if (!grads[0].defined()) return variable_list(7);  // nothing reached h'
     const auto saved = ctx->get_saved_variables();
     const std::string nonlinearity = ctx->saved_data["nonlinearity"].toStringRef();
+    const BelowAutogradUnlessGraphed dispatch;
     const auto [grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias] =
         op.call(grads[0], saved[0], saved[1], saved[2], saved[3], saved[4], nonlinearity, has_bias(ctx));
     const auto [grad_bias_ih, grad_bias_hh] = bias_grads(ctx, grad_bias);
@@ -115,9 +126,11 @@ class LstmCellFunction : public torch::autograd::Function<LstmCellFunction> {
     if (!grads[0].defined() && !grads[1].defined()) return variable_list(7);
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& cells = saved[5];  // c', the size of h' and c'
-    const auto [grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias] =
-        op.call(grads[0].defined() ? grads[0] : at::zeros_like(cells), grads[1].defined() ? grads[1] : at::zeros_like(cells),
-                saved[0], saved[1], saved[2], saved[3], saved[4], cells, saved[6], has_bias(ctx));
+    const BelowAutogradUnlessGraphed dispatch;
+    const at::Tensor grad_hy = grads[0].defined() ? grads[0] : at::zeros_like(cells);
+    const at::Tensor grad_cy = grads[1].defined() ? grads[1] : at::zeros_like(cells);
+    const auto [grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias] = op.call(
+        grad_hy, grad_cy, saved[0], saved[1], saved[2], saved[3], saved[4], cells, saved[6], has_bias(ctx));
     const auto [grad_bias_ih, grad_bias_hh] = bias_grads(ctx, grad_bias);
     return {grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh};
   }

@@ -325,8 +325,13 @@ RecurrentBackward recurrent_backward(const RecurrentGeometry& g, RnnActivation a
   r.grad_weight_hh = at::empty({GH, P}, options);
   r.grad_bias = at::empty({has_bias ? GH : 0}, options);
   r.grad_weight_hr = at::empty(g.projected() ? weight_hr.sizes() : at::IntArrayRef{0}, options);
-  // dh and dc: the gradient reaching the state, row b of the sequence in batch row b.
-  r.grad_h0 = grad_h_n.defined() ? grad_h_n.clone(at::MemoryFormat::Contiguous) : at::zeros_like(h0);
+  // dh and dc: the gradient reaching the state, row b of the sequence in batch row b. An LSTM cell
+  // (one step, no projection) given no grad_h_n reads none: its step pass adds no dh, and the product
+  // after it writes every row of grad_h0.
+  const bool no_state_gradient = lstm && g.steps() == 1 && !g.projected() && !grad_h_n.defined();
+  r.grad_h0 = grad_h_n.defined() ? grad_h_n.clone(at::MemoryFormat::Contiguous)
+                                 : (no_state_gradient ? at::empty_like(h0, at::MemoryFormat::Contiguous)
+                                                      : at::zeros_like(h0));
   if (lstm) r.grad_c0 = grad_c_n.defined() ? grad_c_n.clone(at::MemoryFormat::Contiguous) : at::zeros_like(c0);
   at::Tensor grad_hidden_total, unprojected, grad_unprojected;  // with a projection
   if (g.projected()) {
@@ -354,7 +359,8 @@ RecurrentBackward recurrent_backward(const RecurrentGeometry& g, RnnActivation a
                                                            dz + off * GH, rows, H, activation});
     } else {
       const int64_t prev = previous_step(g, t, reverse);
-      LstmBackwardStep<scalar_t> step{grad_out + off * P, dh, gates.const_data_ptr<scalar_t>() + off * GH,
+      LstmBackwardStep<scalar_t> step{grad_out + off * P, no_state_gradient ? nullptr : dh,
+                                      gates.const_data_ptr<scalar_t>() + off * GH,
                                       cells.const_data_ptr<scalar_t>() + off * H,
                                       prev >= 0 ? cells.const_data_ptr<scalar_t>() + g.offsets[prev] * H : nullptr,
                                       prev >= 0 ? std::min(rows, g.batch_sizes[prev]) : 0,

@@ -76,6 +76,20 @@ struct DeviceMath<double> {
   __device__ static double tanh(double x) { return ::tanh(x); }
 };
 
+// The LSTM's gates for one (row, unit) from their pre-activations z (i, f, g, o) and c_{t-1}: stores
+// the activated gates H apart from `gates`, sets c to c_t, and returns h_t = o ⊙ tanh(c_t).
+template <typename scalar_t, typename acc_t, typename index_t>
+__device__ acc_t lstm_gate_pass(const acc_t (&z)[4], acc_t c_prev, scalar_t* gates, index_t H, acc_t& c) {
+  using M = DeviceMath<acc_t>;
+  const acc_t i = M::sigmoid(z[0]), f = M::sigmoid(z[1]), g = M::tanh(z[2]), o = M::sigmoid(z[3]);
+  c = f * c_prev + i * g;
+  gates[0] = static_cast<scalar_t>(i);
+  gates[H] = static_cast<scalar_t>(f);
+  gates[2 * H] = static_cast<scalar_t>(g);
+  gates[3 * H] = static_cast<scalar_t>(o);
+  return o * M::tanh(c);
+}
+
 template <typename scalar_t, typename index_t>
 __global__ void rnn_forward_kernel(RnnForwardStep<scalar_t> s) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -106,7 +120,6 @@ __global__ void rnn_backward_kernel(RnnBackwardStep<scalar_t> s) {
 template <typename scalar_t, typename index_t>
 __global__ void lstm_forward_kernel(LstmForwardStep<scalar_t> s) {
   using acc_t = at::opmath_type<scalar_t>;
-  using M = DeviceMath<acc_t>;
   const index_t H = s.hidden, n = s.rows * H;
   for (index_t e = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; e < n;
        e += static_cast<index_t>(gridDim.x) * blockDim.x) {
@@ -118,13 +131,8 @@ __global__ void lstm_forward_kernel(LstmForwardStep<scalar_t> s) {
       z[k] = acc_t(s.input_proj[g0 + k * H]) + acc_t(s.hidden_proj[g0 + k * H]) +
              acc_t(s.bias[k * H + j]);
     }
-    const acc_t i = M::sigmoid(z[0]), f = M::sigmoid(z[1]), g = M::tanh(z[2]), o = M::sigmoid(z[3]);
-    const acc_t c = f * acc_t(s.c_state[e]) + i * g;
-    const acc_t h = o * M::tanh(c);
-    s.gates[g0] = static_cast<scalar_t>(i);
-    s.gates[g0 + H] = static_cast<scalar_t>(f);
-    s.gates[g0 + 2 * H] = static_cast<scalar_t>(g);
-    s.gates[g0 + 3 * H] = static_cast<scalar_t>(o);
+    acc_t c;
+    const acc_t h = lstm_gate_pass<scalar_t>(z, acc_t(s.c_state[e]), s.gates + g0, H, c);
     s.c_state[e] = static_cast<scalar_t>(c);
     s.cells[e] = static_cast<scalar_t>(c);
     s.hidden_out[e] = static_cast<scalar_t>(h);
@@ -193,13 +201,9 @@ __global__ void cell_forward_kernel(CellStep<scalar_t> s) {
       const acc_t z0 = z(0);
       h = s.activation == RnnActivation::Tanh ? M::tanh(z0) : (z0 > acc_t(0) ? z0 : acc_t(0));
     } else {
-      const acc_t i = M::sigmoid(z(0)), f = M::sigmoid(z(1)), g = M::tanh(z(2)), o = M::sigmoid(z(3));
-      const acc_t c = f * acc_t(s.c0[e]) + i * g;
-      h = o * M::tanh(c);
-      s.gates[g0] = static_cast<scalar_t>(i);
-      s.gates[g0 + H] = static_cast<scalar_t>(f);
-      s.gates[g0 + 2 * H] = static_cast<scalar_t>(g);
-      s.gates[g0 + 3 * H] = static_cast<scalar_t>(o);
+      const acc_t zs[4] = {z(0), z(1), z(2), z(3)};
+      acc_t c;
+      h = lstm_gate_pass<scalar_t>(zs, acc_t(s.c0[e]), s.gates + g0, H, c);
       s.c_n[e] = static_cast<scalar_t>(c);
       s.cells[e] = static_cast<scalar_t>(c);
     }

@@ -132,8 +132,10 @@ def test_lstm_cell(device, dtype, bias):
                                          ("LSTMCell", {}), ("LSTMCell", {"bias": False})], ids=str)
 @pytest.mark.parametrize("batched", [True, False])
 @pytest.mark.parametrize("with_state", [True, False])
-def test_cell_modules(kind, kwargs, batched, with_state):
-    """The cell modules: batched and unbatched input, given or zero state, module gradients."""
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_cell_modules(kind, kwargs, batched, with_state, dtype):
+    """The cell modules: batched and unbatched input, given or zero state, module gradients (float32
+    takes the CPU's own cell path, float64 the driver's BLAS one)."""
     ref, dl = module_pair(kind, 5, 6, **kwargs)
     gen = make_generator(8)
     lead = (3,) if batched else ()
@@ -141,7 +143,7 @@ def test_cell_modules(kind, kwargs, batched, with_state):
     hx = None
     if with_state:
         hx = (randn(*lead, 6, gen=gen), randn(*lead, 6, gen=gen)) if kind == "LSTMCell" else randn(*lead, 6, gen=gen)
-    compare_modules(ref, dl, x, hx)
+    compare_modules(ref, dl, x, hx, dtype=dtype)
 
 
 def test_cell_sequence_loop():

@@ -283,20 +283,26 @@ void cell_forward_pass(const CellForward& p) {
   const auto input_panels = cpu::packed_panels<scalar_t>(input_t, B);
   const auto h0_panels = cpu::packed_panels<scalar_t>(h0_t, B);
   const int64_t Bp = input_panels.count() * cpu::Simd<scalar_t>::lanes;
-  const at::Tensor bias_sum = combined_bias(p.bias_ih, p.bias_hh, GH, options);
-  if (G == 4) p.c_n.copy_(p.c0);  // the pass updates the cell state in place
+  // Plain loops and copies below, not ATen ops: at a cell's size their dispatch would cost as much.
+  std::vector<scalar_t> bias_sum(GH, scalar_t(0));  // b_ih + b_hh
+  for (const at::Tensor* b : {&p.bias_ih, &p.bias_hh}) {
+    if (!b->defined()) continue;
+    const scalar_t* values = b->const_data_ptr<scalar_t>();
+    for (int64_t k = 0; k < GH; ++k) bias_sum[k] += values[k];
+  }
+  scalar_t* c_state = G == 4 ? p.c_n.mutable_data_ptr<scalar_t>() : nullptr;
+  if (G == 4) std::memcpy(c_state, p.c0.const_data_ptr<scalar_t>(), B * H * sizeof(scalar_t));  // updated in place
   const scalar_t* weight_ih = p.weight_ih.const_data_ptr<scalar_t>();
   const scalar_t* weight_hh = p.weight_hh.const_data_ptr<scalar_t>();
-  const scalar_t* bias = bias_sum.const_data_ptr<scalar_t>();
+  const scalar_t* bias = bias_sum.data();
   scalar_t* output = p.output.mutable_data_ptr<scalar_t>();
-  scalar_t* c_state = G == 4 ? p.c_n.mutable_data_ptr<scalar_t>() : nullptr;
   scalar_t* gates = G == 4 ? p.gates.mutable_data_ptr<scalar_t>() : nullptr;
   scalar_t* cells = G == 4 ? p.cells.mutable_data_ptr<scalar_t>() : nullptr;
   // [GH, Bp] products, then [B, GH] rows for the pass.
-  at::Tensor products = at::empty({2, GH, Bp}, options), rows = at::empty({2, B, GH}, options);
-  scalar_t* input_proj_t = products.mutable_data_ptr<scalar_t>();
+  at::Tensor scratch = at::empty({2 * GH * Bp + 2 * B * GH}, options);
+  scalar_t* input_proj_t = scratch.mutable_data_ptr<scalar_t>();
   scalar_t* hidden_proj_t = input_proj_t + GH * Bp;
-  scalar_t* input_proj = rows.mutable_data_ptr<scalar_t>();
+  scalar_t* input_proj = hidden_proj_t + GH * Bp;
   scalar_t* hidden_proj = input_proj + B * GH;
   const int64_t blocks = (H + kUnits - 1) / kUnits;
   at::parallel_for(0, blocks, panel_grain(blocks, 2 * kUnits * G * (I + H) * Bp), [&](int64_t begin, int64_t end) {
@@ -326,7 +332,7 @@ void cell_forward_pass(const CellForward& p) {
       }
     }
   });
-  p.h_n.copy_(p.output);
+  std::memcpy(p.h_n.mutable_data_ptr<scalar_t>(), output, B * H * sizeof(scalar_t));
 }
 
 // The largest batch for which a cell step runs on cell_forward_pass (see CpuKernels::cell_forward).

@@ -5,12 +5,14 @@ time goes (torch.profiler: the CUDA kernels of one call, and for the cell loop t
 
 Float32, TF32 off, as the issue measures: nn.LSTM over T=100 steps at batch 16 (256/256) and batch 128
 (512/512), forward and forward+backward, dlunits.nn.LSTM against torch.nn.LSTM (cuDNN); and a Python
-loop of T=100 steps over nn.LSTMCell (batch 16, 256/256), dlunits.nn.LSTMCell against torch.nn.LSTMCell.
+loop of T=100 steps over nn.LSTMCell (batch 16, 256/256), dlunits.nn.LSTMCell against torch.nn.LSTMCell,
+also with the opt-in one-launch cell (DLUNITS_CUDA_FUSED_CELL=1).
 Each time is a median as dlunits-bench measures it (dlunits.bench.measure.time_call). The runs recorded
 under benchmarks/results/vm-cuda-nvidia-h200-20261127-*/ were timed by this script's earlier own timer
 (the median of 20 calls between CUDA events, after 5 warm-up calls).
 """
 import argparse
+import os
 
 import torch
 
@@ -129,6 +131,11 @@ def main():
     ref_passes, our_passes = cell_loop_passes(ref, xs, state), cell_loop_passes(ours, xs, state)
     row(case, "forward", ref_passes[0], our_passes[0])
     row(case, "forward+backward", ref_passes[1], our_passes[1])
+    os.environ["DLUNITS_CUDA_FUSED_CELL"] = "1"  # the opt-in one-launch cell, read at each call
+    row(case + " (DLUNITS_CUDA_FUSED_CELL=1)", "forward", ref_passes[0], our_passes[0])
+    row(case + " (DLUNITS_CUDA_FUSED_CELL=1)", "forward+backward", ref_passes[1], our_passes[1])
+    profiles.append((f"dlunits {case}, forward, fused cell: CUDA kernels of one call", kernel_table(our_passes[0])))
+    del os.environ["DLUNITS_CUDA_FUSED_CELL"]
     profiles.append((f"dlunits {case}, forward: CUDA kernels of one call", kernel_table(our_passes[0])))
     profiles.append((f"torch.nn {case}, forward: CUDA kernels of one call", kernel_table(ref_passes[0])))
     profiles.append((f"dlunits {case}, forward+backward: host time by op", host_table(our_passes[1])))

@@ -8,9 +8,10 @@ Conv2d (padding modes, stride, dilation, groups), max, average and adaptive pool
 
 Recurrent paths: the persistent kernels (one unit and several units per block, a padded last
 block, batch tiles), the per-step kernels (a packed sequence; a large batch; weights too large for
-shared memory; a projection), the cells; RNN (tanh, relu) and LSTM, both directions, float32 and
+shared memory; a projection), the cells (also the opt-in one-launch cell); RNN (tanh, relu) and LSTM, both directions, float32 and
 float16 (the float-accumulating half path). --quick leaves out the largest recurrent cases.
 """
+import os
 import sys
 
 import torch
@@ -32,10 +33,10 @@ def run(kind, hidden, dtype, packed=False, batch=4, **kwargs):
     assert torch.isfinite(x.grad).all(), (kind, hidden, dtype, packed, kwargs)
 
 
-def run_cell(kind, dtype, **kwargs):
+def run_cell(kind, dtype, input_size=8, batch=3, **kwargs):
     torch.manual_seed(0)
-    cell = getattr(dlunits.nn, kind)(8, 19, device="cuda", dtype=dtype, **kwargs)
-    x = torch.randn(3, 8, device="cuda", dtype=dtype, requires_grad=True)
+    cell = getattr(dlunits.nn, kind)(input_size, 19, device="cuda", dtype=dtype, **kwargs)
+    x = torch.randn(batch, input_size, device="cuda", dtype=dtype, requires_grad=True)
     out = cell(x)
     out = out[0] + out[1] if isinstance(out, tuple) else out
     out.float().square().sum().backward()
@@ -88,6 +89,11 @@ def main(quick):
         run_cell("LSTMCell", dtype)
         run_cell("RNNCell", dtype)
         run_cell("RNNCell", dtype, nonlinearity="relu", bias=False)
+        os.environ["DLUNITS_CUDA_FUSED_CELL"] = "1"   # the one-launch cell (opt-in)
+        run_cell("LSTMCell", dtype)
+        run_cell("RNNCell", dtype, nonlinearity="relu", bias=False)
+        run_cell("LSTMCell", dtype, input_size=3000, batch=13)  # batch rows staged in tiles
+        del os.environ["DLUNITS_CUDA_FUSED_CELL"]
     torch.cuda.synchronize()
     print("sanitize_cuda: every path ran")
 

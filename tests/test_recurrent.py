@@ -337,6 +337,33 @@ def test_cuda_paths(device, dtype, kind, hidden, batch, packed):
                     device=device, pack=pack)
 
 
+FUSED_CELL_SIZES = [
+    # (input, hidden, batch): fused_cell_kernel's cases (DLUNITS_CUDA_FUSED_CELL=1), float32 sizes
+    pytest.param(256, 256, 16, id="issue-size"),
+    pytest.param(5, 7, 13, id="odd-hidden-partial-warp-group"),
+    pytest.param(300, 301, 32, id="batch-tiles"),  # x and h0 of 32 rows exceed 48 KiB: tiles of rows
+    pytest.param(7000, 6, 3, id="one-row-tiles"),  # float32; float64 falls back, half has 3-row tiles
+    pytest.param(8, 16, 33, id="batch-above-limit-cublas"),
+    pytest.param(13000, 4, 2, id="too-large-for-shared-memory-cublas"),
+]
+
+
+@pytest.mark.parametrize("device,dtype", [p for p in DEVICE_DTYPES if p.values[0] == "cuda"])
+@pytest.mark.parametrize("kind,kwargs", [("LSTMCell", {}), ("RNNCell", {"nonlinearity": "relu", "bias": False}),
+                                         ("RNNCell", {})], ids=str)
+@pytest.mark.parametrize("input_size,hidden,batch", FUSED_CELL_SIZES)
+def test_cuda_fused_cell(device, dtype, kind, kwargs, input_size, hidden, batch, monkeypatch):
+    """The opt-in one-launch cell (DLUNITS_CUDA_FUSED_CELL=1, read at each call): forward and every
+    gradient as torch's, at sizes that reach its batch tiles, its partial blocks and its fallbacks."""
+    monkeypatch.setenv("DLUNITS_CUDA_FUSED_CELL", "1")
+    ref, dl = module_pair(kind, input_size, hidden, **kwargs)
+    gen = make_generator(33)
+    x = randn(batch, input_size, gen=gen)
+    hx = randn(batch, hidden, gen=gen)
+    compare_modules(ref, dl, x, (hx, randn(batch, hidden, gen=gen)) if kind == "LSTMCell" else hx, dtype=dtype,
+                    device=device)
+
+
 @pytest.mark.parametrize("kind,kwargs", [("RNN", {"num_layers": 2}), ("LSTM", {"bidirectional": True}),
                                          ("LSTM", {"proj_size": 2, "batch_first": True})], ids=str)
 @pytest.mark.parametrize("with_state", [True, False])

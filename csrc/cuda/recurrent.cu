@@ -34,6 +34,12 @@
 // and one cuBLAS product per step); DLUNITS_CUDA_PERSISTENT=0 sends every sequence there.
 // The weight gradients stay whole-sequence cuBLAS products after the backward kernel.
 //
+// A cell is two cuBLAS products into one buffer and cell_forward_kernel. DLUNITS_CUDA_FUSED_CELL=1
+// runs it as one launch of ours instead (fused_cell_kernel: the persistent forward's step without
+// the persistence), for a batch of at most 32: a cell is bound by its host time, and a launch of
+// ours costs a fifth of a cuBLAS call's. It is opt-in until a GPU run has tested and timed it
+// (written, compiled and checked against a NumPy model of its index math without a GPU).
+//
 // Precision: float and double compute in their own type; float16 and bfloat16
 // load, compute in float, and store rounded. Index math is int32 when
 // rows·G·H < 2^31 (every index a kernel forms is below that), int64 otherwise.
@@ -403,6 +409,126 @@ __global__ void __launch_bounds__(kPersistentThreads) persistent_forward_kernel(
   }
 }
 
+// --- a cell in one launch (opt-in for now: DLUNITS_CUDA_FUSED_CELL=1; CudaKernels::cell_forward).
+// A cell step is bound by the host: on the H200's host the two cuBLAS calls of cell_forward cost
+// ~26 µs each, a launch of ours ~5. Here the products and the gate pass are one launch. Block k
+// owns hidden units j0 .. j0 + U - 1 (U = kFusedCellUnits) and, per tile of Bt batch rows,
+//   stage  x and h0 of the tile into shared memory ([Bt, I], [Bt, H]); pre[r, b] = b_ih + b_hh;
+//   dots   pre[r, b] += W_ih[row r] · x_b + W_hh[row r] · h0_b, a warp per (r, 4 batch rows) as in the
+//          persistent kernels, the weight rows read from global memory (each by one warp);
+//   gates  the gate pass of each (u, b), as cell_forward_kernel.
+// Shared memory: pre [G·U, Bt] (acc_t, padded to 16 bytes), then xs [Bt, I] and hs [Bt, H], within
+// the default 48 KiB (no attribute call per launch). int32 indices: the launcher checks the sizes.
+constexpr int kFusedCellUnits = 2;
+constexpr int64_t kFusedCellShared = 48 * 1024;
+
+template <typename scalar_t>
+struct FusedCell {
+  const scalar_t* input;      // [B, I]
+  const scalar_t* h0;         // [B, H]
+  const scalar_t* c0;         // [B, H]  (LSTM)
+  const scalar_t* weight_ih;  // [G·H, I]
+  const scalar_t* weight_hh;  // [G·H, H]
+  const scalar_t* bias_ih;    // [G·H], or null
+  const scalar_t* bias_hh;    // [G·H], or null
+  scalar_t* output;           // [B, H]
+  scalar_t* h_n;              // [B, H]
+  scalar_t* c_n;              // [B, H]  (LSTM)
+  scalar_t* gates;            // [B, 4H] (LSTM)
+  scalar_t* cells;            // [B, H]  (LSTM)
+  int64_t batch, input_size, hidden;
+  RnnActivation activation;
+};
+
+__host__ __device__ inline int fused_cell_pre_bytes(int rows, int batch_tile, int acc_size) {
+  return (rows * batch_tile * acc_size + 15) / 16 * 16;
+}
+
+template <typename scalar_t, int G>
+__global__ void __launch_bounds__(kPersistentThreads) fused_cell_kernel(FusedCell<scalar_t> p, int batch_tile) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using M = DeviceMath<acc_t>;
+  constexpr int U = kFusedCellUnits, rows = G * U;
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  const int H = static_cast<int>(p.hidden), I = static_cast<int>(p.input_size), B = static_cast<int>(p.batch);
+  const int j0 = blockIdx.x * U;
+  acc_t* pre = reinterpret_cast<acc_t*>(shared_raw);  // [rows, Bt], local row r = k·U + u
+  scalar_t* xs = reinterpret_cast<scalar_t*>(
+      shared_raw + fused_cell_pre_bytes(rows, batch_tile, static_cast<int>(sizeof(acc_t))));  // [Bt, I]
+  scalar_t* hs = xs + batch_tile * I;                  // [Bt, H]
+  const int warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  for (int b0 = 0; b0 < B; b0 += batch_tile) {
+    const int bt = min(batch_tile, B - b0);
+    __syncthreads();  // the previous tile's readers of xs, hs and pre are done
+    block_copy(xs, p.input + b0 * I, bt * I);
+    block_copy(hs, p.h0 + b0 * H, bt * H);
+    for (int e = threadIdx.x; e < rows * bt; e += blockDim.x) {
+      const int r = e / bt, k = r / U, j = j0 + r % U;
+      acc_t bias = acc_t(0);
+      if (j < H && p.bias_ih) bias += acc_t(p.bias_ih[k * H + j]);
+      if (j < H && p.bias_hh) bias += acc_t(p.bias_hh[k * H + j]);
+      pre[e] = bias;
+    }
+    __syncthreads();
+    const int groups = (bt + kBatchPerWarp - 1) / kBatchPerWarp;
+    for (int task = warp; task < rows * groups; task += warps) {  // per warp: r and j are warp-uniform
+      const int r = task / groups, first = (task - r * groups) * kBatchPerWarp;
+      const int k = r / U, j = j0 + r % U;
+      if (j >= H) continue;
+      warp_dot4(p.weight_ih + (k * H + j) * I, xs, I, first, bt, pre + r * bt);
+      warp_dot4(p.weight_hh + (k * H + j) * H, hs, H, first, bt, pre + r * bt);
+    }
+    __syncthreads();
+    for (int q = threadIdx.x; q < U * bt; q += blockDim.x) {
+      const int u = q / bt, bl = q - u * bt, b = b0 + bl, j = j0 + u;
+      if (j >= H) continue;
+      const int e = b * H + j;
+      acc_t h;
+      if constexpr (G == 4) {
+        const acc_t z[4] = {pre[u * bt + bl], pre[(U + u) * bt + bl], pre[(2 * U + u) * bt + bl],
+                            pre[(3 * U + u) * bt + bl]};
+        acc_t c;
+        h = lstm_gate_pass<scalar_t>(z, acc_t(p.c0[e]), p.gates + b * 4 * H + j, H, c);
+        p.c_n[e] = static_cast<scalar_t>(c);
+        p.cells[e] = static_cast<scalar_t>(c);
+      } else {
+        const acc_t z = pre[u * bt + bl];
+        h = p.activation == RnnActivation::Tanh ? M::tanh(z) : (z > acc_t(0) ? z : acc_t(0));
+      }
+      p.output[e] = static_cast<scalar_t>(h);
+      p.h_n[e] = static_cast<scalar_t>(h);
+    }
+  }
+}
+
+// DLUNITS_CUDA_FUSED_CELL=1 runs cells on fused_cell_kernel (read at each call, so that tests can
+// switch it). Off by default until a GPU run has tested and timed it.
+inline bool fused_cell_enabled() {
+  const char* v = std::getenv("DLUNITS_CUDA_FUSED_CELL");
+  return v != nullptr && std::string(v) == "1";
+}
+
+// The fused cell's launch: B ≤ kPersistentMaxBatch (above, cuBLAS spreads the products better),
+// int32 indices, and at least one staged batch row in kFusedCellShared. False when it does not fit.
+template <typename scalar_t, int G>
+bool launch_fused_cell(const FusedCell<scalar_t>& p) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t B = p.batch, I = p.input_size, H = p.hidden, rows = G * kFusedCellUnits;
+  const int64_t int32_limit = std::numeric_limits<int32_t>::max();
+  if (B > kPersistentMaxBatch || G * H * std::max(I, H) >= int32_limit || B * G * H >= int32_limit) return false;
+  const int64_t per_row = (I + H) * int64_t(sizeof(scalar_t)) + rows * int64_t(sizeof(acc_t));
+  const int64_t tile = std::min<int64_t>(B, (kFusedCellShared - 16) / per_row);
+  if (tile < 1) return false;
+  const int batch_tile = static_cast<int>(tile);
+  const size_t shared = static_cast<size_t>(fused_cell_pre_bytes(static_cast<int>(rows), batch_tile, sizeof(acc_t)) +
+                                            tile * (I + H) * int64_t(sizeof(scalar_t)));
+  const int blocks = static_cast<int>((H + kFusedCellUnits - 1) / kFusedCellUnits);
+  fused_cell_kernel<scalar_t, G><<<blocks, kPersistentThreads, shared, at::cuda::getCurrentCUDAStream()>>>(
+      p, batch_tile);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return true;
+}
+
 // --- backward through time: block k keeps the G·H × U columns of W_hh of its units
 // (wt[u·G·H + r] = W_hh[r, j0 + u]). Per step, in the backward order, and tile of Bt batch rows,
 //   stage   dZ of the step processed before (the forward's next step) into zs, and this step's
@@ -642,13 +768,24 @@ struct CudaKernels {
     explicit DeviceGuard(const at::Tensor& t) : guard(t.device()) {}
   };
 
-  // A cell: two cuBLAS products into one buffer, then cell_forward_kernel.
+  // A cell: fused_cell_kernel where enabled and the sizes fit; else two cuBLAS products into one
+  // buffer, then cell_forward_kernel.
   template <typename scalar_t>
   static bool cell_forward(const CellForward& p) {
     const bool lstm = p.weight_ih.size(0) == 4 * p.h0.size(1);
+    const auto pointer = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr; };
+    if (fused_cell_enabled()) {
+      const FusedCell<scalar_t> f{
+          p.input.const_data_ptr<scalar_t>(), p.h0.const_data_ptr<scalar_t>(), lstm ? pointer(p.c0) : nullptr,
+          p.weight_ih.const_data_ptr<scalar_t>(), p.weight_hh.const_data_ptr<scalar_t>(), pointer(p.bias_ih),
+          pointer(p.bias_hh), p.output.mutable_data_ptr<scalar_t>(), p.h_n.mutable_data_ptr<scalar_t>(),
+          lstm ? p.c_n.mutable_data_ptr<scalar_t>() : nullptr, lstm ? p.gates.mutable_data_ptr<scalar_t>() : nullptr,
+          lstm ? p.cells.mutable_data_ptr<scalar_t>() : nullptr, p.input.size(0), p.input.size(1), p.h0.size(1),
+          p.activation};
+      if (lstm ? launch_fused_cell<scalar_t, 4>(f) : launch_fused_cell<scalar_t, 1>(f)) return true;
+    }
     at::Tensor pre = at::mm(p.input, p.weight_ih.t());
     pre.addmm_(p.h0, p.weight_hh.t());
-    const auto pointer = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr; };
     const CellStep<scalar_t> s{pre.const_data_ptr<scalar_t>(), pointer(p.bias_ih), pointer(p.bias_hh),
                                lstm ? p.c0.const_data_ptr<scalar_t>() : nullptr, p.output.mutable_data_ptr<scalar_t>(),
                                p.h_n.mutable_data_ptr<scalar_t>(), lstm ? p.c_n.mutable_data_ptr<scalar_t>() : nullptr,

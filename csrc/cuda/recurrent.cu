@@ -386,15 +386,11 @@ __global__ void __launch_bounds__(kPersistentThreads) persistent_forward_kernel(
         const int row = t * B + b;
         acc_t h;
         if constexpr (G == 4) {
-          const acc_t i = M::sigmoid(pre[u * bt + bl]), f = M::sigmoid(pre[(units + u) * bt + bl]),
-                      g = M::tanh(pre[(2 * units + u) * bt + bl]), o = M::sigmoid(pre[(3 * units + u) * bt + bl]);
-          const acc_t c = f * cs[u * B + b] + i * g;
-          h = o * M::tanh(c);
+          const acc_t z[4] = {pre[u * bt + bl], pre[(units + u) * bt + bl], pre[(2 * units + u) * bt + bl],
+                              pre[(3 * units + u) * bt + bl]};
+          acc_t c;
+          h = lstm_gate_pass<scalar_t>(z, cs[u * B + b], p.gates + row * GH + j, H, c);
           cs[u * B + b] = c;
-          p.gates[row * GH + j] = static_cast<scalar_t>(i);
-          p.gates[row * GH + H + j] = static_cast<scalar_t>(f);
-          p.gates[row * GH + 2 * H + j] = static_cast<scalar_t>(g);
-          p.gates[row * GH + 3 * H + j] = static_cast<scalar_t>(o);
           p.cells[row * H + j] = static_cast<scalar_t>(c);
           if (s == T - 1) p.c_state[b * H + j] = static_cast<scalar_t>(c);
         } else {

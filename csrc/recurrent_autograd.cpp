@@ -48,6 +48,10 @@ std::pair<at::Tensor, at::Tensor> bias_grads(AutogradContext* ctx, const at::Ten
           ctx->saved_data["has_bias_hh"].toBool() ? grad_bias : at::Tensor()};
 }
 
+bool has_bias(AutogradContext* ctx) {
+  return ctx->saved_data["has_bias_ih"].toBool() || ctx->saved_data["has_bias_hh"].toBool();
+}
+
 // The backward ops' autograd is Python's (dlunits/ops.py: it refuses double backward). Only a backward
 // that builds a graph (create_graph) needs it; otherwise the op runs below autograd, and the step
 // makes no trip through the interpreter (which, from the autograd engine's thread, also takes the GIL).
@@ -57,10 +61,6 @@ struct BelowAutogradUnlessGraphed {
     if (!at::GradMode::is_enabled()) guard.emplace();
   }
 };
-
-bool has_bias(AutogradContext* ctx) {
-  return ctx->saved_data["has_bias_ih"].toBool() || ctx->saved_data["has_bias_hh"].toBool();
-}
 
 class RnnCellFunction : public torch::autograd::Function<RnnCellFunction> {
  public:

@@ -296,6 +296,18 @@ __device__ __forceinline__ void warp_dot4(const scalar_t* w, const scalar_t* x, 
   }
 }
 
+// dots(r, first) for every weight row r < rows and group of kBatchPerWarp staged batch rows from
+// `first` (of bt), a warp per (r, group): the task loop of the kernels that use warp_dot4.
+template <typename Dots>
+__device__ __forceinline__ void warp_tasks(int rows, int bt, Dots dots) {
+  const int warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const int groups = (bt + kBatchPerWarp - 1) / kBatchPerWarp;
+  for (int task = warp; task < rows * groups; task += warps) {
+    const int r = task / groups;
+    dots(r, (task - r * groups) * kBatchPerWarp);
+  }
+}
+
 // dst[e] = src[e] for e < n over the block, kCopyBatch elements of V per thread loaded before
 // any is stored, so that each thread has that many loads in flight: the staged operand comes from
 // L2 every step, and latency, not bandwidth, bounds its copy.
@@ -348,7 +360,6 @@ __global__ void __launch_bounds__(kPersistentThreads) persistent_forward_kernel(
   acc_t* cs = pre + rows * batch_tile;                    // [U, B] c_{t-1} of this block's units (LSTM)
   scalar_t* w = reinterpret_cast<scalar_t*>(cs + (G == 4 ? units * B : 0));  // [rows, H]
   scalar_t* hs = w + rows * H;                            // [Bt, H]
-  const int warp = threadIdx.x / 32, warps = blockDim.x / 32;
 
   for (int e = threadIdx.x; e < rows * H; e += blockDim.x) {
     const int r = e / H, i = e - r * H, k = r / units, j = j0 + r % units;
@@ -374,11 +385,7 @@ __global__ void __launch_bounds__(kPersistentThreads) persistent_forward_kernel(
         pre[e] = j < H ? acc_t(p.input_proj[(t * B + b) * GH + k * H + j]) + acc_t(p.bias[k * H + j]) : acc_t(0);
       }
       __syncthreads();
-      const int groups = (bt + kBatchPerWarp - 1) / kBatchPerWarp;
-      for (int task = warp; task < rows * groups; task += warps) {
-        const int r = task / groups, first = (task - r * groups) * kBatchPerWarp;
-        warp_dot4(w + r * H, hs, H, first, bt, pre + r * bt);
-      }
+      warp_tasks(rows, bt, [&](int r, int first) { warp_dot4(w + r * H, hs, H, first, bt, pre + r * bt); });
       __syncthreads();
       for (int q = threadIdx.x; q < units * bt; q += blockDim.x) {
         const int u = q / bt, bl = q - u * bt, b = b0 + bl, j = j0 + u;
@@ -452,7 +459,6 @@ __global__ void __launch_bounds__(kPersistentThreads) fused_cell_kernel(FusedCel
   scalar_t* xs = reinterpret_cast<scalar_t*>(
       shared_raw + fused_cell_pre_bytes(rows, batch_tile, static_cast<int>(sizeof(acc_t))));  // [Bt, I]
   scalar_t* hs = xs + batch_tile * I;                  // [Bt, H]
-  const int warp = threadIdx.x / 32, warps = blockDim.x / 32;
   for (int b0 = 0; b0 < B; b0 += batch_tile) {
     const int bt = min(batch_tile, B - b0);
     __syncthreads();  // the previous tile's readers of xs, hs and pre are done
@@ -466,14 +472,12 @@ __global__ void __launch_bounds__(kPersistentThreads) fused_cell_kernel(FusedCel
       pre[e] = bias;
     }
     __syncthreads();
-    const int groups = (bt + kBatchPerWarp - 1) / kBatchPerWarp;
-    for (int task = warp; task < rows * groups; task += warps) {  // per warp: r and j are warp-uniform
-      const int r = task / groups, first = (task - r * groups) * kBatchPerWarp;
+    warp_tasks(rows, bt, [&](int r, int first) {
       const int k = r / U, j = j0 + r % U;
-      if (j >= H) continue;
+      if (j >= H) return;  // warp-uniform: the task is the warp's
       warp_dot4(p.weight_ih + (k * H + j) * I, xs, I, first, bt, pre + r * bt);
       warp_dot4(p.weight_hh + (k * H + j) * H, hs, H, first, bt, pre + r * bt);
-    }
+    });
     __syncthreads();
     for (int q = threadIdx.x; q < U * bt; q += blockDim.x) {
       const int u = q / bt, bl = q - u * bt, b = b0 + bl, j = j0 + u;
@@ -555,7 +559,6 @@ __global__ void __launch_bounds__(kPersistentThreads) persistent_backward_kernel
   acc_t* dcs = saved + S * units * batch_tile;        // [U, B] dc carried to the step before (LSTM)
   scalar_t* wt = reinterpret_cast<scalar_t*>(dcs + (G == 4 ? units * B : 0));  // [U, G·H]
   scalar_t* zs = wt + units * GH;                     // [Bt, G·H]
-  const int warp = threadIdx.x / 32, warps = blockDim.x / 32;
 
   for (int e = threadIdx.x; e < units * GH; e += blockDim.x) {
     const int u = e / GH, r = e - u * GH, j = j0 + u;
@@ -580,11 +583,7 @@ __global__ void __launch_bounds__(kPersistentThreads) persistent_backward_kernel
   auto hidden_gradient_dots = [&](const scalar_t* dz_later, int bt) {
     __syncthreads();
     if (!dz_later) return;
-    const int groups = (bt + kBatchPerWarp - 1) / kBatchPerWarp;
-    for (int task = warp; task < units * groups; task += warps) {
-      const int u = task / groups, first = (task - u * groups) * kBatchPerWarp;
-      warp_dot4(wt + u * GH, zs, GH, first, bt, dh + u * bt);
-    }
+    warp_tasks(units, bt, [&](int u, int first) { warp_dot4(wt + u * GH, zs, GH, first, bt, dh + u * bt); });
     __syncthreads();
   };
 

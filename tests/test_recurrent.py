@@ -289,6 +289,31 @@ def test_options(device, dtype, kind, kwargs, with_state):
     compare_modules(ref, dl, x, hx, dtype=dtype, device=device)
 
 
+@pytest.mark.parametrize("kind,kwargs,used", [
+    ("RNN", {}, "output"), ("RNN", {}, "h_n"),
+    ("LSTM", {}, "output"), ("LSTM", {}, "h_n"), ("LSTM", {}, "c_n"),
+    ("LSTM", {"proj_size": 3}, "h_n"), ("LSTM", {"proj_size": 3}, "c_n")], ids=str)
+def test_one_output_used(kind, kwargs, used):
+    """Only the output, only h_n or only c_n reaches the loss, through two bidirectional layers: the
+    others' gradients reach the layers' backward as None (the LSTM's autograd materialises no zeros),
+    and the gradients are torch's."""
+    ref, dl = module_pair(kind, 4, 6, num_layers=2, bidirectional=True, **kwargs)
+    gen = make_generator(33)
+    x = randn(5, 3, 4, gen=gen)
+    hx = initial_state(kind, dict(kwargs, num_layers=2, bidirectional=True), 3, gen)
+    grads = []
+    for module in (ref, dl):
+        xs = x.clone().requires_grad_()
+        states = tuple(h.clone().requires_grad_() for h in (hx if kind == "LSTM" else (hx,)))
+        output, final = module(xs, states if kind == "LSTM" else states[0])
+        finals = final if kind == "LSTM" else (final,)
+        chosen = {"output": output, "h_n": finals[0], "c_n": finals[-1]}[used]
+        chosen.sin().sum().backward()
+        grads.append([xs.grad, *(h.grad for h in states), *(p.grad for p in module.parameters())])
+    for a, b in zip(*grads):
+        assert_close_rel(b, a, REL_TOL[torch.float64], f"gradient with only {used} used")
+
+
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
 @pytest.mark.parametrize("kind,kwargs", [("RNN", {"num_layers": 2, "bidirectional": True}),
                                          ("LSTM", {"num_layers": 2, "bidirectional": True}),

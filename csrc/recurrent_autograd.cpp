@@ -1,4 +1,5 @@
-// dlunits — autograd of the recurrent cells (rnn_cell, lstm_cell), in C++.
+// dlunits — autograd of the recurrent units (rnn_cell, lstm_cell, rnn_layer,
+// lstm_layer), in C++.
 //
 // Every other op's autograd is registered from Python (dlunits/ops.py). A cell is
 // different: a model calls it once per time step from a Python loop, so its fixed
@@ -6,21 +7,25 @@
 // wrapper (argument normalisation, setup_context, a Python backward) added
 // ~80 µs to each forward call and more to each backward on the 2-core machine
 // of the benchmarks, as much as the step's arithmetic; on a GPU it was most of a step.
+// The layers take the same path, once per layer and direction: a short sequence
+// or a small model pays that fixed cost in full.
 // Here the autograd node is a torch::autograd::Function: the forward
 // redispatches to the device's kernel below autograd, the backward calls the
-// cell's backward op (csrc/recurrent_driver.h) through the dispatcher, below
+// unit's backward op (csrc/recurrent_driver.h) through the dispatcher, below
 // autograd unless the backward builds a graph (see BelowAutogradUnlessGraphed).
 //
-// What is saved, and why, is as the layers' Python registration: the inputs, and
-// for the LSTM the gates and a copy of c' (cells), so that the caller may change
-// hy and cy in place, as torch's cells allow. One gradient serves bias_ih and
-// bias_hh; an absent bias gets none.
+// What is saved: the inputs and the output (the RNN's derivative reads it); for the
+// LSTM the gates and the cells (for a cell a copy of c', so that the caller may
+// change hy and cy in place, as torch's cells allow). The gates and cells are
+// outputs without a gradient, and no zeros are made for them. One gradient serves
+// bias_ih and bias_hh; an absent bias gets none.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace dlunits {
 namespace {
@@ -136,6 +141,102 @@ class LstmCellFunction : public torch::autograd::Function<LstmCellFunction> {
   }
 };
 
+// The layers: grads[k] undefined where nothing reached output k; the backward op takes zeros for those.
+at::Tensor or_zeros(const at::Tensor& grad, const at::Tensor& like) {
+  return grad.defined() ? grad : at::zeros_like(like, at::MemoryFormat::Contiguous);
+}
+
+class RnnLayerFunction : public torch::autograd::Function<RnnLayerFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& h0,
+                               const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                               const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
+                               c10::IntArrayRef batch_sizes, bool reverse, c10::string_view nonlinearity) {
+    using Outputs = std::tuple<at::Tensor, at::Tensor>;
+    static const auto op = op_handle<Outputs(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                             const at::Tensor&, const std::optional<at::Tensor>&,
+                                             const std::optional<at::Tensor>&, c10::IntArrayRef, bool,
+                                             c10::string_view)>("dlunits::rnn_layer");
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto [output, h_n] = op.call(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, reverse, nonlinearity);
+    note_biases(ctx, bias_ih, bias_hh);
+    ctx->set_materialize_grads(false);
+    ctx->saved_data["batch_sizes"] = batch_sizes.vec();
+    ctx->saved_data["reverse"] = reverse;
+    ctx->saved_data["nonlinearity"] = std::string(nonlinearity);
+    ctx->save_for_backward({input, h0, weight_ih, weight_hh, output});
+    return {output, h_n};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+    static const auto op = op_handle<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                           const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                           const at::Tensor&, c10::IntArrayRef, bool, c10::string_view, bool)>(
+        "dlunits::rnn_layer_backward");
+    if (!grads[0].defined() && !grads[1].defined()) return variable_list(9);
+    const auto saved = ctx->get_saved_variables();
+    const std::vector<int64_t> batch_sizes = ctx->saved_data["batch_sizes"].toIntVector();
+    const std::string nonlinearity = ctx->saved_data["nonlinearity"].toStringRef();
+    const BelowAutogradUnlessGraphed dispatch;
+    const auto [grad_input, grad_h0, grad_weight_ih, grad_weight_hh, grad_bias] =
+        op.call(or_zeros(grads[0], saved[4]), or_zeros(grads[1], saved[1]), saved[0], saved[1], saved[2], saved[3],
+                saved[4], batch_sizes, ctx->saved_data["reverse"].toBool(), nonlinearity, has_bias(ctx));
+    const auto [grad_bias_ih, grad_bias_hh] = bias_grads(ctx, grad_bias);
+    return {grad_input, grad_h0, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh,
+            at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+class LstmLayerFunction : public torch::autograd::Function<LstmLayerFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& h0,
+                               const at::Tensor& c0, const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                               const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
+                               const std::optional<at::Tensor>& weight_hr, c10::IntArrayRef batch_sizes,
+                               bool reverse) {
+    using Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+    static const auto op = op_handle<Outputs(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                             const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                             const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                                             c10::IntArrayRef, bool)>("dlunits::lstm_layer");
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto [output, h_n, c_n, gates, cells] =
+        op.call(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes, reverse);
+    note_biases(ctx, bias_ih, bias_hh);
+    ctx->set_materialize_grads(false);
+    ctx->mark_non_differentiable({gates, cells});
+    ctx->saved_data["batch_sizes"] = batch_sizes.vec();
+    ctx->saved_data["reverse"] = reverse;
+    ctx->saved_data["has_weight_hr"] = given(weight_hr);
+    ctx->save_for_backward({input, h0, c0, weight_ih, weight_hh, given(weight_hr) ? *weight_hr : at::Tensor(),
+                            output, gates, cells});
+    return {output, h_n, c_n, gates, cells};
+  }
+
+  // grads: of output, h_n, c_n, gates, cells (the last two non-differentiable).
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+    static const auto op = op_handle<Grads(
+        const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+        const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&,
+        const at::Tensor&, const at::Tensor&, c10::IntArrayRef, bool, bool)>("dlunits::lstm_layer_backward");
+    if (!grads[0].defined() && !grads[1].defined() && !grads[2].defined()) return variable_list(10);
+    const auto saved = ctx->get_saved_variables();
+    const bool projected = ctx->saved_data["has_weight_hr"].toBool();
+    const std::optional<at::Tensor> weight_hr = projected ? std::optional<at::Tensor>(saved[5]) : std::nullopt;
+    const std::vector<int64_t> batch_sizes = ctx->saved_data["batch_sizes"].toIntVector();
+    const BelowAutogradUnlessGraphed dispatch;
+    const auto [grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias, grad_weight_hr] = op.call(
+        or_zeros(grads[0], saved[6]), or_zeros(grads[1], saved[1]), or_zeros(grads[2], saved[2]), saved[0], saved[1],
+        saved[2], saved[3], saved[4], weight_hr, saved[6], saved[7], saved[8], batch_sizes,
+        ctx->saved_data["reverse"].toBool(), has_bias(ctx));
+    const auto [grad_bias_ih, grad_bias_hh] = bias_grads(ctx, grad_bias);
+    return {grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh,
+            projected ? grad_weight_hr : at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 at::Tensor rnn_cell_autograd(const at::Tensor& input, const at::Tensor& hx, const at::Tensor& weight_ih,
                              const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
                              const std::optional<at::Tensor>& bias_hh, c10::string_view nonlinearity) {
@@ -149,10 +250,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_cell_autograd(
   return {out[0], out[1], out[2], out[3]};
 }
 
+std::tuple<at::Tensor, at::Tensor> rnn_layer_autograd(const at::Tensor& input, const at::Tensor& h0,
+                                                      const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                                                      const std::optional<at::Tensor>& bias_ih,
+                                                      const std::optional<at::Tensor>& bias_hh,
+                                                      c10::IntArrayRef batch_sizes, bool reverse,
+                                                      c10::string_view nonlinearity) {
+  const auto out = RnnLayerFunction::apply(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, reverse,
+                                           nonlinearity);
+  return {out[0], out[1]};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_autograd(
+    const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_ih,
+    const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
+    const std::optional<at::Tensor>& weight_hr, c10::IntArrayRef batch_sizes, bool reverse) {
+  const auto out = LstmLayerFunction::apply(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
+                                            batch_sizes, reverse);
+  return {out[0], out[1], out[2], out[3], out[4]};
+}
+
 }  // namespace
 }  // namespace dlunits
 
 TORCH_LIBRARY_IMPL(dlunits, Autograd, m) {
   m.impl("rnn_cell", &dlunits::rnn_cell_autograd);
   m.impl("lstm_cell", &dlunits::lstm_cell_autograd);
+  m.impl("rnn_layer", &dlunits::rnn_layer_autograd);
+  m.impl("lstm_layer", &dlunits::lstm_layer_autograd);
 }

@@ -407,52 +407,9 @@ def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, h0, c0, we
             input.new_empty(weight_hr.shape if weight_hr is not None else (0,)))
 
 
-def _bias_grads(ctx, grad_bias):
-    """The one bias gradient, for each of bias_ih and bias_hh that was given."""
-    return (grad_bias if ctx.has_bias_ih else None), (grad_bias if ctx.has_bias_hh else None)
-
-
-def _note_biases(ctx, bias_ih, bias_hh):
-    ctx.has_bias_ih, ctx.has_bias_hh = bias_ih is not None, bias_hh is not None
-    ctx.has_bias = ctx.has_bias_ih or ctx.has_bias_hh
-
-
-# The cells' autograd is C++ (csrc/recurrent_autograd.cpp): a cell runs once per time step, and the
-# Python wrapper's fixed cost per call was as large as a step's arithmetic.
-
-
-def _rnn_layer_setup(ctx, inputs, output):
-    input, h0, weight_ih, weight_hh, bias_ih, bias_hh, ctx.batch_sizes, ctx.reverse, ctx.nonlinearity = inputs
-    _note_biases(ctx, bias_ih, bias_hh)
-    ctx.save_for_backward(input, h0, weight_ih, weight_hh, output[0])
-
-
-def _rnn_layer_backward(ctx, grad_output, grad_h_n):
-    input, h0, weight_ih, weight_hh, output = ctx.saved_tensors
-    grads = ops.rnn_layer_backward(grad_output, grad_h_n, input, h0, weight_ih, weight_hh, output, ctx.batch_sizes,
-                                   ctx.reverse, ctx.nonlinearity, ctx.has_bias)
-    return (*grads[:4], *_bias_grads(ctx, grads[4]), None, None, None)
-
-
-def _lstm_layer_setup(ctx, inputs, output):
-    input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, ctx.batch_sizes, ctx.reverse = inputs
-    _note_biases(ctx, bias_ih, bias_hh)
-    ctx.mark_non_differentiable(output[3], output[4])
-    # No zeros made for the gradients of the saved gates and cells, which are never used (at T=50, B=16,
-    # H=256 a 3 MiB fill per backward); the other outputs' missing gradients are made in the backward.
-    ctx.set_materialize_grads(False)
-    ctx.save_for_backward(input, h0, c0, weight_ih, weight_hh, weight_hr, output[0], output[3], output[4])
-
-
-def _lstm_layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_cells):
-    input, h0, c0, weight_ih, weight_hh, weight_hr, output, gates, cells = ctx.saved_tensors
-    grad_output = torch.zeros_like(output) if grad_output is None else grad_output
-    grad_h_n = h0.new_zeros(h0.shape) if grad_h_n is None else grad_h_n
-    grad_c_n = c0.new_zeros(c0.shape) if grad_c_n is None else grad_c_n
-    grads = ops.lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, h0, c0, weight_ih, weight_hh, weight_hr,
-                                    output, gates, cells, ctx.batch_sizes, ctx.reverse, ctx.has_bias)
-    grad_weight_hr = grads[6] if weight_hr is not None else None
-    return (*grads[:5], *_bias_grads(ctx, grads[5]), grad_weight_hr, None, None)
+# The recurrent units' autograd is C++ (csrc/recurrent_autograd.cpp): a cell runs once per time step and a
+# layer once per layer and direction, and torch.library's Python wrapper cost ~80 µs a call, as much as a
+# cell step's arithmetic or a short sequence's. The backward ops' autograd below only refuses double backward.
 
 
 def _no_double_backward(name):
@@ -466,8 +423,6 @@ def _nothing_to_save(ctx, inputs, output):
     pass
 
 
-torch.library.register_autograd("dlunits::rnn_layer", _rnn_layer_backward, setup_context=_rnn_layer_setup)
-torch.library.register_autograd("dlunits::lstm_layer", _lstm_layer_backward, setup_context=_lstm_layer_setup)
 for _name in ("rnn_cell_backward", "lstm_cell_backward", "rnn_layer_backward", "lstm_layer_backward"):
     torch.library.register_autograd(f"dlunits::{_name}", _no_double_backward(_name), setup_context=_nothing_to_save)
 # --- linear ------------------------------------------------------------------------

@@ -295,7 +295,7 @@ def test_options(device, dtype, kind, kwargs, with_state):
     ("LSTM", {"proj_size": 3}, "h_n"), ("LSTM", {"proj_size": 3}, "c_n")], ids=str)
 def test_one_output_used(kind, kwargs, used):
     """Only the output, only h_n or only c_n reaches the loss, through two bidirectional layers: the
-    others' gradients reach the layers' backward as None (the LSTM's autograd materialises no zeros),
+    others' gradients reach the layers' backward undefined (the autograd materialises no zeros),
     and the gradients are torch's."""
     ref, dl = module_pair(kind, 4, 6, num_layers=2, bidirectional=True, **kwargs)
     gen = make_generator(33)
@@ -501,9 +501,10 @@ def test_state_dict_and_convert():
     assert torch.allclose(fresh(x)[0], model["lstm"](x)[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "LSTM"])
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "RNN", "LSTM"])
 def test_double_backward_raises(kind):
-    """The layers' autograd is Python's, the cells' C++ (csrc/recurrent_autograd.cpp): both refuse."""
+    """The units' autograd is C++ (csrc/recurrent_autograd.cpp); under create_graph their backward ops run
+    through autograd, whose Python registration refuses."""
     _, dl = module_pair(kind, 3, 4)
     x = randn(*([2, 3] if "Cell" in kind else [4, 2, 3]), gen=make_generator(18), requires_grad=True)
     out = dl(x)

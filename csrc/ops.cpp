@@ -56,8 +56,9 @@ TORCH_LIBRARY(dlunits, m) {
   // Recurrent units (csrc/recurrent_driver.h). A layer op runs one layer and direction over a sequence in
   // the packed layout: input [N, I], the rows of step t at Σ_{s<t} batch_sizes[s], batch_sizes
   // non-increasing (a padded [T, B, I] sequence is batch_sizes = [B] * T). Gates in torch's order (i, f, g, o);
-  // gates and cells are the LSTM's saved activations. grad_bias is the gradient of bias_ih and of bias_hh
-  // ([0] without a bias), grad_weight_hr is [0] without a projection. The backward ops have no derivative.
+  // gates and cells are the LSTM's saved activations; lstm_layer's save=False (no backward will follow)
+  // returns them with no rows. grad_bias is the gradient of bias_ih and of bias_hh ([0] without a bias),
+  // grad_weight_hr is [0] without a projection. The backward ops have no derivative.
   m.def("rnn_cell(Tensor input, Tensor hx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
         "str nonlinearity) -> Tensor");
   m.def("rnn_cell_backward(Tensor grad_hy, Tensor input, Tensor hx, Tensor weight_ih, Tensor weight_hh, Tensor hy, "
@@ -74,7 +75,7 @@ TORCH_LIBRARY(dlunits, m) {
         "Tensor weight_hh, Tensor output, int[] batch_sizes, bool reverse, str nonlinearity, bool has_bias) -> "
         "(Tensor grad_input, Tensor grad_h0, Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias)");
   m.def("lstm_layer(Tensor input, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
-        "Tensor? bias_hh, Tensor? weight_hr, int[] batch_sizes, bool reverse) -> "
+        "Tensor? bias_hh, Tensor? weight_hr, int[] batch_sizes, bool reverse, bool save=True) -> "
         "(Tensor output, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)");
   m.def("lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, Tensor h0, "
         "Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? weight_hr, Tensor output, Tensor gates, "

@@ -23,6 +23,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -194,15 +195,15 @@ class LstmLayerFunction : public torch::autograd::Function<LstmLayerFunction> {
                                const at::Tensor& c0, const at::Tensor& weight_ih, const at::Tensor& weight_hh,
                                const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
                                const std::optional<at::Tensor>& weight_hr, c10::IntArrayRef batch_sizes,
-                               bool reverse) {
+                               bool reverse, bool save) {
     using Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
     static const auto op = op_handle<Outputs(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                              const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
                                              const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                                             c10::IntArrayRef, bool)>("dlunits::lstm_layer");
+                                             c10::IntArrayRef, bool, bool)>("dlunits::lstm_layer");
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [output, h_n, c_n, gates, cells] =
-        op.call(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes, reverse);
+        op.call(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes, reverse, save);
     note_biases(ctx, bias_ih, bias_hh);
     ctx->set_materialize_grads(false);
     ctx->mark_non_differentiable({gates, cells});
@@ -221,7 +222,7 @@ class LstmLayerFunction : public torch::autograd::Function<LstmLayerFunction> {
         const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
         const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&,
         const at::Tensor&, const at::Tensor&, c10::IntArrayRef, bool, bool)>("dlunits::lstm_layer_backward");
-    if (!grads[0].defined() && !grads[1].defined() && !grads[2].defined()) return variable_list(10);
+    if (!grads[0].defined() && !grads[1].defined() && !grads[2].defined()) return variable_list(11);
     const auto saved = ctx->get_saved_variables();
     const bool projected = ctx->saved_data["has_weight_hr"].toBool();
     const std::optional<at::Tensor> weight_hr = projected ? std::optional<at::Tensor>(saved[5]) : std::nullopt;
@@ -233,7 +234,7 @@ class LstmLayerFunction : public torch::autograd::Function<LstmLayerFunction> {
         ctx->saved_data["reverse"].toBool(), has_bias(ctx));
     const auto [grad_bias_ih, grad_bias_hh] = bias_grads(ctx, grad_bias);
     return {grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh,
-            projected ? grad_weight_hr : at::Tensor(), at::Tensor(), at::Tensor()};
+            projected ? grad_weight_hr : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -261,12 +262,26 @@ std::tuple<at::Tensor, at::Tensor> rnn_layer_autograd(const at::Tensor& input, c
   return {out[0], out[1]};
 }
 
+// save=False keeps no gates and cells, so no backward can follow: refused where autograd would record one.
+void check_no_gradient_without_save(bool save, std::initializer_list<const at::Tensor*> tensors) {
+  if (save || !at::GradMode::is_enabled()) return;
+  for (const at::Tensor* t : tensors) {
+    TORCH_CHECK(!t->defined() || !t->requires_grad(),
+                "dlunits.lstm_layer: save=False keeps no gates and cells for a backward, but a gradient is "
+                "needed here (grad mode is on and an argument requires grad); pass save=True, or call it under "
+                "torch.no_grad()");
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_autograd(
     const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_ih,
     const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
-    const std::optional<at::Tensor>& weight_hr, c10::IntArrayRef batch_sizes, bool reverse) {
+    const std::optional<at::Tensor>& weight_hr, c10::IntArrayRef batch_sizes, bool reverse, bool save) {
+  const at::Tensor none;
+  check_no_gradient_without_save(save, {&input, &h0, &c0, &weight_ih, &weight_hh, given(bias_ih) ? &*bias_ih : &none,
+                                        given(bias_hh) ? &*bias_hh : &none, given(weight_hr) ? &*weight_hr : &none});
   const auto out = LstmLayerFunction::apply(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
-                                            batch_sizes, reverse);
+                                            batch_sizes, reverse, save);
   return {out[0], out[1], out[2], out[3], out[4]};
 }
 

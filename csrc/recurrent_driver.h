@@ -85,8 +85,8 @@ struct LstmForwardStep {
   const scalar_t* hidden_proj;  // [rows, 4H]  h_{t-1} · W_hhᵀ
   const scalar_t* bias;         // [4H]        b_ih + b_hh (zeros without a bias)
   scalar_t* c_state;            // [rows, H]   in: c_{t-1}, out: c_t
-  scalar_t* gates;              // [rows, 4H]  out: i, f, g, o (activated)
-  scalar_t* cells;              // [rows, H]   out: c_t
+  scalar_t* gates;              // [rows, 4H]  out: i, f, g, o (activated), or null (not saved*)
+  scalar_t* cells;              // [rows, H]   out: c_t, or null (not saved*)
   scalar_t* hidden_out;         // [rows, H]   out: o ⊙ tanh(c_t) (h_t without a projection)
   scalar_t* h_state;            // [rows, H]   out: h_t, or null (with a projection the driver sets it)
   int64_t rows, hidden;
@@ -119,12 +119,14 @@ struct PersistentForward {
   scalar_t* h_state;           // [B, H]  out: h_n
   scalar_t* c_state;           // [B, H]  in: c0, out: c_n (LSTM)
   scalar_t* output;            // [T·B, H]
-  scalar_t* gates;             // [T·B, 4H] (LSTM)
-  scalar_t* cells;             // [T·B, H]  (LSTM)
+  scalar_t* gates;             // [T·B, 4H] (LSTM), or null (not saved*)
+  scalar_t* cells;             // [T·B, H]  (LSTM), or null (not saved*)
   int64_t steps, batch, hidden, gate_count;
   bool reverse;
   RnnActivation activation;
 };
+// * Null only for a device whose Kernels::kSkipsSavedState is true, in a forward that no backward
+//   will follow (lstm_layer's save=False); other devices get scratch buffers instead.
 
 // The whole backward through time of a padded sequence without a projection, where a
 // device runs it itself (Kernels::persistent_backward returns false otherwise):
@@ -235,25 +237,35 @@ inline at::Tensor previous_states(const RecurrentGeometry& g, const at::Tensor& 
 }
 
 // Forward of one layer and direction. Tensors contiguous; c0, biases and w_hr may be undefined.
+// Without `save` (no backward will follow) the LSTM's gates and cells come back with no rows: a device
+// with Kernels::kSkipsSavedState computes without writing them, any other writes them to scratch.
 template <typename scalar_t, typename Kernels>
 RecurrentForward recurrent_forward(const RecurrentGeometry& g, RnnActivation activation, const at::Tensor& input,
                                    const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_ih,
                                    const at::Tensor& weight_hh, const at::Tensor& bias_ih,
-                                   const at::Tensor& bias_hh, const at::Tensor& weight_hr, bool reverse) {
+                                   const at::Tensor& bias_hh, const at::Tensor& weight_hr, bool reverse,
+                                   bool save = true) {
   const bool lstm = g.gates == 4;
   const int64_t H = g.hidden_size, P = g.state_size, GH = g.gates * H, N = g.rows;
+  const bool cell = N > 0 && g.steps() == 1 && !g.projected();  // a cell: h_n and c_n need no copy of h0, c0
   const auto options = input.options();
   RecurrentForward f;
   f.output = at::empty({N, P}, options);
+  at::Tensor gates, cells;  // where the gates and cells are written: f.gates and f.cells, scratch, or nowhere
   if (lstm) {
-    f.gates = at::empty({N, GH}, options);
-    f.cells = at::empty({N, H}, options);
+    f.gates = at::empty({save ? N : 0, GH}, options);
+    f.cells = at::empty({save ? N : 0, H}, options);
+    const bool scratch = !save && (cell || !Kernels::kSkipsSavedState);  // the cell's few rows always have one
+    gates = scratch ? at::empty({N, GH}, options) : f.gates;
+    cells = scratch ? at::empty({N, H}, options) : f.cells;
   }
-  if (N > 0 && g.steps() == 1 && !g.projected()) {  // a cell: h_n and c_n need no copy of h0 and c0 first
+  scalar_t* const gates_out = gates.defined() && gates.size(0) > 0 ? gates.mutable_data_ptr<scalar_t>() : nullptr;
+  scalar_t* const cells_out = cells.defined() && cells.size(0) > 0 ? cells.mutable_data_ptr<scalar_t>() : nullptr;
+  if (cell) {
     f.h_n = at::empty_like(h0, at::MemoryFormat::Contiguous);
     if (lstm) f.c_n = at::empty_like(c0, at::MemoryFormat::Contiguous);
     if (Kernels::template cell_forward<scalar_t>(CellForward{input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
-                                                             f.output, f.h_n, f.c_n, f.gates, f.cells, activation})) {
+                                                             f.output, f.h_n, f.c_n, gates, cells, activation})) {
       return f;
     }
     f.h_n.copy_(h0);
@@ -276,9 +288,8 @@ RecurrentForward recurrent_forward(const RecurrentGeometry& g, RnnActivation act
   if (g.uniform && !g.projected() &&
       Kernels::persistent_forward(PersistentForward<scalar_t>{
           x_proj, bias.const_data_ptr<scalar_t>(), weight_hh.const_data_ptr<scalar_t>(), h0.const_data_ptr<scalar_t>(),
-          h_state, lstm ? f.c_n.mutable_data_ptr<scalar_t>() : nullptr, output,
-          lstm ? f.gates.mutable_data_ptr<scalar_t>() : nullptr, lstm ? f.cells.mutable_data_ptr<scalar_t>() : nullptr,
-          g.steps(), g.batch, H, g.gates, reverse, activation})) {
+          h_state, lstm ? f.c_n.mutable_data_ptr<scalar_t>() : nullptr, output, gates_out, cells_out, g.steps(),
+          g.batch, H, g.gates, reverse, activation})) {
     return f;
   }
   for (int64_t s = 0; s < g.steps(); ++s) {
@@ -293,8 +304,8 @@ RecurrentForward recurrent_forward(const RecurrentGeometry& g, RnnActivation act
     }
     Kernels::lstm_forward_step(LstmForwardStep<scalar_t>{
         x_proj + off * GH, hidden_proj.const_data_ptr<scalar_t>(), bias.const_data_ptr<scalar_t>(),
-        f.c_n.mutable_data_ptr<scalar_t>(), f.gates.mutable_data_ptr<scalar_t>() + off * GH,
-        f.cells.mutable_data_ptr<scalar_t>() + off * H,
+        f.c_n.mutable_data_ptr<scalar_t>(), gates_out ? gates_out + off * GH : nullptr,
+        cells_out ? cells_out + off * H : nullptr,
         g.projected() ? unprojected.mutable_data_ptr<scalar_t>() : output + off * P,
         g.projected() ? nullptr : h_state, rows, H});
     if (g.projected()) {
@@ -452,7 +463,7 @@ template <typename Kernels>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_op(
     const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_ih,
     const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
-    const std::optional<at::Tensor>& weight_hr, at::IntArrayRef batch_sizes, bool reverse) {
+    const std::optional<at::Tensor>& weight_hr, at::IntArrayRef batch_sizes, bool reverse, bool save) {
   const char* op = "dlunits.lstm_layer";
   const auto g = check_recurrent_layer(op, 4, input, h0, &c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
                                        batch_sizes);
@@ -462,7 +473,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_laye
     f = recurrent_forward<scalar_t, Kernels>(g, RnnActivation::Tanh, input.contiguous(), h0.contiguous(),
                                              c0.contiguous(), weight_ih.contiguous(), weight_hh.contiguous(),
                                              defined_or_empty(bias_ih), defined_or_empty(bias_hh),
-                                             defined_or_empty(weight_hr), reverse);
+                                             defined_or_empty(weight_hr), reverse, save);
   });
   return {f.output, f.h_n, f.c_n, f.gates, f.cells};
 }

@@ -199,8 +199,11 @@ def recurrent_layers(mode: str, input: torch.Tensor, batch_sizes: Sequence[int],
             k = layer * directions + direction
             weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = weights[k]
             if mode == "LSTM":
+                # Where no gradient can be asked of this layer, it keeps no gates and cells for a backward.
+                save = torch.is_grad_enabled() and any(
+                    t is not None and t.requires_grad for t in (layer_input, hx[k], cx[k], *weights[k]))
                 out, h, c, _gates, _cells = _ops.lstm_layer(layer_input, hx[k], cx[k], weight_ih, weight_hh, bias_ih,
-                                                            bias_hh, weight_hr, batch_sizes, direction == 1)
+                                                            bias_hh, weight_hr, batch_sizes, direction == 1, save)
                 c_n.append(c)
             else:
                 nonlinearity = "relu" if mode == "RNN_RELU" else "tanh"

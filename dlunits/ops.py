@@ -383,12 +383,14 @@ def _rnn_layer_backward_fake(grad_output, grad_h_n, input, h0, weight_ih, weight
 
 
 @torch.library.register_fake("dlunits::lstm_layer")
-def _lstm_layer_fake(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes, reverse):
+def _lstm_layer_fake(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes, reverse,
+                     save=True):
     _C.check_recurrent_layer(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes,
                              "dlunits.lstm_layer")
     rows = input.shape[0]
+    saved = rows if save else 0
     return (input.new_empty((rows, h0.shape[1])), input.new_empty(h0.shape), input.new_empty(c0.shape),
-            input.new_empty((rows, weight_ih.shape[0])), input.new_empty((rows, c0.shape[1])))
+            input.new_empty((saved, weight_ih.shape[0])), input.new_empty((saved, c0.shape[1])))
 
 
 @torch.library.register_fake("dlunits::lstm_layer_backward")

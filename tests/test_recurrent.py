@@ -550,6 +550,10 @@ def test_compile_lstm():
     compiled = grads(torch.compile(functional_loss, fullgraph=True, backend="aot_eager")(x))
     for a, b in zip(compiled, expected):
         assert_close_rel(a, b, 1e-12, "compiled functional gradient")
+    torch._dynamo.reset()
+    with torch.no_grad():  # the layers keep nothing for a backward (save=False), traced through the fake kernel
+        assert_close_rel(torch.compile(functional_loss, fullgraph=True, backend="aot_eager")(x),
+                         functional_loss(x), 1e-12, "compiled functional under no_grad")
 
 
 @pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell"])
@@ -669,6 +673,69 @@ def test_opcheck(name, op, args, device):
                               (draw(*output.shape), draw(*h_n.shape), draw(*c_n.shape),
                                a[0], a[1], a[2], a[3], a[4], a[7], output, gates, cells, a[8], a[9],
                                a[5] is not None))
+
+
+LSTM_LAYER_CASES = [c for c in OP_CASES if c[0].startswith("lstm_layer")]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name,op,args", LSTM_LAYER_CASES, ids=[c[0] for c in LSTM_LAYER_CASES])
+def test_lstm_layer_without_save(name, op, args, device):
+    """save=False (no backward follows): the same output, h_n and c_n, bit for bit, and gates and cells with
+    no rows; opcheck'd (its fake kernel says so too)."""
+    args = _detached(_on(device, args))
+    saved = op(*args)
+    unsaved = op(*args, False)
+    for i, (a, b) in enumerate(zip(saved[:3], unsaved[:3])):
+        assert torch.equal(a, b), f"output {i} differs without save"
+    assert unsaved[3].shape == (0, saved[3].shape[1]) and unsaved[4].shape == (0, saved[4].shape[1])
+    torch.library.opcheck(op, (*args, False))
+
+
+class _RecordSave:
+    """torch.ops.dlunits with lstm_layer's save argument recorded."""
+
+    def __init__(self):
+        self.saves = []
+
+    def __getattr__(self, name):
+        return getattr(ops, name)
+
+    def lstm_layer(self, *args):
+        self.saves.append(args[10])
+        return ops.lstm_layer(*args)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2, "bidirectional": True}, {"proj_size": 3}], ids=str)
+@pytest.mark.parametrize("packed", [False, True])
+def test_lstm_no_grad_and_frozen_layer(kwargs, packed, monkeypatch):
+    """Under no_grad every layer runs without saving (lstm_layer's save=False), with torch's results; with
+    the first layer frozen and an input that needs no gradient, the first layer saves nothing and the
+    second layer's gradients are still torch's."""
+    ref, dl = module_pair("LSTM", 4, 6, **kwargs)
+    gen = make_generator(34)
+    x = randn(5, 3, 4, gen=gen)
+    wrap = (lambda t: pack_padded_sequence(t, [5, 4, 2])) if packed else (lambda t: t)
+    record = _RecordSave()
+    monkeypatch.setattr(D, "_ops", record)
+    with torch.no_grad():
+        for i, (a, b) in enumerate(zip(_flat(dl(wrap(x))), _flat(ref(wrap(x))))):
+            assert_close_rel(a, b, REL_TOL[torch.float64], f"no_grad output {i}")
+    assert record.saves and not any(record.saves)
+    if kwargs.get("num_layers", 1) < 2:
+        return
+    record.saves.clear()
+    grads = []
+    for module in (ref, dl):
+        for name, p in module.named_parameters():
+            p.requires_grad_(not name.endswith("_l0") and not name.endswith("_l0_reverse"))
+        out = _flat(module(wrap(x)))
+        (out[0].sin().sum() + out[1].sum()).backward()
+        grads.append([p.grad for p in module.parameters() if p.requires_grad])
+    assert record.saves == [False, False, True, True]  # layer 0 both directions, then layer 1
+    assert len(grads[1]) == 4 * 2
+    for a, b in zip(*grads):
+        assert_close_rel(b, a, REL_TOL[torch.float64], "gradient with a frozen first layer")
 
 
 # --------------------------------------------------------------------------------------
@@ -848,6 +915,9 @@ OP_ERRORS = [
     ("proj", lambda: ops.lstm_layer(_x(4, 3), _x(2, 5), _x(2, 4), _x(16, 3), _x(16, 5), None, None, _x(5, 4), [2, 2],
                                     False),
      r"expected weight_hr of size \(proj_size, 4\) with 0 < proj_size < 4"),
+    ("save-with-grad", lambda: ops.lstm_layer(_x(4, 3), _x(2, 4), _x(2, 4), _x(16, 3).requires_grad_(), _x(16, 4),
+                                              None, None, None, [2, 2], False, False),
+     r"save=False keeps no gates and cells for a backward, but a gradient is needed here"),
     ("dtype", lambda: ops.rnn_cell(_x(2, 3), _x(2, 4).double(), _x(4, 3), _x(4, 4), None, None, "tanh"),
      r"expected input and hidden0 to have the same dtype"),
     ("half-on-cpu", lambda: ops.rnn_cell(_x(2, 3).half(), _x(2, 4).half(), _x(4, 3).half(), _x(4, 4).half(), None,

@@ -127,7 +127,8 @@ void rnn_backward_row(const scalar_t* __restrict__ dy, const scalar_t* __restric
   }
 }
 
-template <typename scalar_t>
+// kSave: write the gates and c_t for the backward (without it gates and cells are unused).
+template <typename scalar_t, bool kSave = true>
 void lstm_forward_row(const scalar_t* __restrict__ x, const scalar_t* __restrict__ a,
                       const scalar_t* __restrict__ bias, scalar_t* __restrict__ c_state,
                       scalar_t* __restrict__ gates, scalar_t* __restrict__ cells, scalar_t* __restrict__ h_out,
@@ -140,12 +141,14 @@ void lstm_forward_row(const scalar_t* __restrict__ x, const scalar_t* __restrict
     const acc_t g = M::tanh(acc_t(x[2 * H + j]) + acc_t(a[2 * H + j]) + acc_t(bias[2 * H + j]));
     const acc_t o = M::sigmoid(acc_t(x[3 * H + j]) + acc_t(a[3 * H + j]) + acc_t(bias[3 * H + j]));
     const acc_t c = f * acc_t(c_state[j]) + i * g;
-    gates[j] = static_cast<scalar_t>(i);
-    gates[H + j] = static_cast<scalar_t>(f);
-    gates[2 * H + j] = static_cast<scalar_t>(g);
-    gates[3 * H + j] = static_cast<scalar_t>(o);
+    if constexpr (kSave) {
+      gates[j] = static_cast<scalar_t>(i);
+      gates[H + j] = static_cast<scalar_t>(f);
+      gates[2 * H + j] = static_cast<scalar_t>(g);
+      gates[3 * H + j] = static_cast<scalar_t>(o);
+      cells[j] = static_cast<scalar_t>(c);
+    }
     c_state[j] = static_cast<scalar_t>(c);
-    cells[j] = static_cast<scalar_t>(c);
     h_out[j] = static_cast<scalar_t>(o * M::tanh(c));
   }
 }
@@ -205,6 +208,7 @@ void sequence_forward(const PersistentForward<scalar_t>& p) {
   }
   at::Tensor hidden_proj_buffer = at::empty({B, GH}, options);
   scalar_t* hidden_proj = hidden_proj_buffer.mutable_data_ptr<scalar_t>();
+  const auto lstm_row = p.gates ? lstm_forward_row<scalar_t, true> : lstm_forward_row<scalar_t, false>;
 
   at::parallel_for(0, B, batch_grain(B, 2 * T * GH * H), [&](int64_t b0, int64_t b1) {
     const scalar_t* h_prev = p.h0 + b0 * H;  // row b0 of h_{t-1}, H apart
@@ -221,8 +225,8 @@ void sequence_forward(const PersistentForward<scalar_t>& p) {
                                                                  : rnn_forward_row<scalar_t, false>;
           step(p.input_proj + gate_row, hidden_proj + b * GH, p.bias, p.output + row, H);
         } else {
-          lstm_forward_row(p.input_proj + gate_row, hidden_proj + b * GH, p.bias, p.c_state + b * H,
-                           p.gates + gate_row, p.cells + row, p.output + row, H, H);
+          lstm_row(p.input_proj + gate_row, hidden_proj + b * GH, p.bias, p.c_state + b * H,
+                   p.gates ? p.gates + gate_row : nullptr, p.cells ? p.cells + row : nullptr, p.output + row, H, H);
         }
       }
       h_prev = p.output + (t * B + b0) * H;
@@ -343,6 +347,9 @@ struct CpuKernels {
     explicit DeviceGuard(const at::Tensor&) {}
   };
 
+  // A forward that no backward follows writes no gates and cells (the sequence's and the step's passes).
+  static constexpr bool kSkipsSavedState = true;
+
   // A padded sequence without a projection (a cell is one step): the loops above. The CPU's
   // packed-sequence and projected steps go through the driver's per-step products (BLAS).
   // float32 at a thin batch only: from B = 32 up, and in float64 (4 lanes), W read in place as the
@@ -436,11 +443,12 @@ struct CpuKernels {
 
   template <typename scalar_t>
   static void lstm_forward_step(const LstmForwardStep<scalar_t>& s) {
+    const auto row = s.gates ? lstm_forward_row<scalar_t, true> : lstm_forward_row<scalar_t, false>;
     at::parallel_for(0, s.rows, row_grain(4 * s.hidden), [&](int64_t begin, int64_t end) {
       const int64_t H = s.hidden;
       for (int64_t b = begin; b < end; ++b) {
-        lstm_forward_row(s.input_proj + b * 4 * H, s.hidden_proj + b * 4 * H, s.bias, s.c_state + b * H,
-                         s.gates + b * 4 * H, s.cells + b * H, s.hidden_out + b * H, H, H);
+        row(s.input_proj + b * 4 * H, s.hidden_proj + b * 4 * H, s.bias, s.c_state + b * H,
+            s.gates ? s.gates + b * 4 * H : nullptr, s.cells ? s.cells + b * H : nullptr, s.hidden_out + b * H, H, H);
         if (s.h_state) std::memcpy(s.h_state + b * H, s.hidden_out + b * H, H * sizeof(scalar_t));
       }
     });

@@ -763,6 +763,9 @@ struct CudaKernels {
     explicit DeviceGuard(const at::Tensor& t) : guard(t.device()) {}
   };
 
+  // The kernels always write the LSTM's gates and cells (to scratch where they are not saved).
+  static constexpr bool kSkipsSavedState = false;
+
   // A cell: fused_cell_kernel where enabled and the sizes fit; else two cuBLAS products into one
   // buffer, then cell_forward_kernel.
   template <typename scalar_t>

@@ -289,6 +289,29 @@ def test_options(device, dtype, kind, kwargs, with_state):
     compare_modules(ref, dl, x, hx, dtype=dtype, device=device)
 
 
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+@pytest.mark.parametrize("kind,kwargs", [("RNNCell", {}), ("RNNCell", {"nonlinearity": "relu"}), ("LSTMCell", {}),
+                                         ("RNN", {}), ("RNN", {"nonlinearity": "relu"}), ("LSTM", {})], ids=str)
+def test_nan_propagates(device, dtype, kind, kwargs):
+    """A NaN in the input reaches the same outputs and gradients as torch's (the CPU's float32 exp and the
+    ReLU's select once turned it into a number), the rest of the batch keeping its values."""
+    ref, dl = module_pair(kind, 4, 6, **kwargs)
+    ref_dtype = reference_dtype(dtype)
+    dl, ref = dl.to(device=device, dtype=dtype), ref.to(device=device, dtype=ref_dtype)
+    x = randn(*([2, 4] if "Cell" in kind else [3, 2, 4]), gen=make_generator(35))
+    x.view(-1)[1] = float("nan")
+    results = []
+    for module, t in ((dl, dtype), (ref, ref_dtype)):
+        xs = x.to(device=device, dtype=t).requires_grad_()
+        out = _flat(module(xs))
+        (out[0] * torch.arange(out[0].numel(), device=device).view(out[0].shape)).nan_to_num(0.0).sum().backward()
+        results.append([o.detach().to(ref_dtype) for o in out] + [xs.grad.to(ref_dtype)])
+    assert torch.isnan(results[1][0]).any() and not torch.isnan(results[1][0]).all()
+    for i, (a, b) in enumerate(zip(*results)):  # outputs, then the input's gradient (NaN-free through a ReLU)
+        assert torch.equal(torch.isnan(a), torch.isnan(b)), f"NaN pattern of result {i}"
+        torch.testing.assert_close(a, b, rtol=REL_TOL[dtype], atol=REL_TOL[dtype] * 10, equal_nan=True)
+
+
 @pytest.mark.parametrize("kind,kwargs,used", [
     ("RNN", {}, "output"), ("RNN", {}, "h_n"),
     ("LSTM", {}, "output"), ("LSTM", {}, "h_n"), ("LSTM", {}, "c_n"),

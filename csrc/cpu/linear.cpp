@@ -13,7 +13,7 @@
 // The products go through at::mm_out, which the project allows for the dense unit:
 // the product is BLAS's job, and doing it again by hand would only be slower. The
 // bias, the activation and their backward, and the bias reduction are ours; in float32 the
-// sigmoid and tanh use our own vectorisable exp (the C library's is a scalar call).
+// sigmoid and tanh are our own vectorised ones (vector_math.h; the C library's are scalar calls).
 //
 // Cost: each product 2·M·N·K FLOPs; the epilogue N·M adds plus an activation
 // per element. Minimum bytes: forward x, W, b and y once each (the epilogue
@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "../linear_checks.h"
+#include "vector_math.h"
 
 namespace dlunits {
 namespace {
@@ -50,57 +51,9 @@ inline scalar_t activate_reference(scalar_t z) {
   return z;
 }
 
-// Fast path for float32 sigmoid and tanh: std::exp and std::tanh are scalar library calls
-// that cost several times the product's per-element share on a wide layer, and the
-// auto-vectoriser gives up on branch-free replacements (their clamps become control flow).
-// So they are written on eight lanes at once with the GCC/Clang vector extension (AVX where
-// the build targets it, two SSE halves otherwise). Each is within 4 ulp of the exact value
-// (tests/test_linear.py::test_fast_float_activations checks the whole float range).
-using Floats = float __attribute__((vector_size(32)));
-using Ints = int32_t __attribute__((vector_size(32)));
-constexpr int64_t kLanes = 8;
-
-inline Floats splat(float v) { return Floats{} + v; }
-
-// exp(x) = 2^k · e^r with k = round(x / ln 2) (by adding and subtracting 1.5·2^23, whose low
-// mantissa bits then hold k), r = x - k·ln 2 (ln 2 in two parts, so that k·ln2_hi is exact) and
-// e^r, |r| <= ln 2 / 2, by Cephes' degree-7 polynomial. x is clamped to [-87, 88], where 2^k is
-// a normal float (exp(-87) = 1.6e-38 stands in for smaller values); NaN fails both comparisons
-// and stays NaN.
-inline Floats exp_fast(Floats x) {
-  x = x < splat(-87.0f) ? splat(-87.0f) : x;
-  x = x > splat(88.0f) ? splat(88.0f) : x;
-  const Floats shifted = x * 1.44269504088896341f + 12582912.0f;
-  const Floats k = shifted - 12582912.0f;
-  const Ints two_to_k = (((Ints)shifted - 0x4B400000) + 127) << 23;  // the bits of 2^k
-  const Floats r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
-  Floats p = splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  return p * (Floats)two_to_k;
-}
-
-inline Floats sigmoid_fast(Floats z) { return 1.0f / (1.0f + exp_fast(-z)); }
-
-// tanh(a) for a = |z|: the Taylor series through a^13 below 0.4 (truncation < 2e-9), and
-// 1 - 2 / (e^{2a} + 1) above (no cancellation worth a bit there); then z's sign.
-inline Floats tanh_fast(Floats z) {
-  const Ints sign = (Ints)z & INT32_MIN;
-  const Floats a = (Floats)((Ints)z & INT32_MAX), s = a * a;
-  Floats series = splat(21844.0f / 6081075.0f);
-  series = series * s - 1382.0f / 155925.0f;
-  series = series * s + 62.0f / 2835.0f;
-  series = series * s - 17.0f / 315.0f;
-  series = series * s + 2.0f / 15.0f;
-  series = series * s - 1.0f / 3.0f;
-  series = a + a * s * series;
-  const Floats large = 1.0f - 2.0f / (exp_fast(2.0f * a) + 1.0f);
-  return (Floats)((Ints)(a < splat(0.4f) ? series : large) | sign);
-}
+// float32 sigmoid and tanh: the vectorised math of vector_math.h.
+using cpu::Floats;
+using cpu::kLanes;
 
 // row[o] = act(row[o] + b[o]) for o in [0, N), eight at a time; the last few through a
 // zero-padded block, so that every element gets the same arithmetic. b may be null.
@@ -111,7 +64,7 @@ void activate_row_fast(float* row, const float* b, int64_t N) {
     std::memcpy(&z, out, count * sizeof(float));
     if (bias != nullptr) std::memcpy(&add, bias, count * sizeof(float));
     z += add;
-    z = act == Activation::Sigmoid ? sigmoid_fast(z) : tanh_fast(z);
+    z = act == Activation::Sigmoid ? cpu::sigmoid_fast(z) : cpu::tanh_fast(z);
     std::memcpy(out, &z, count * sizeof(float));
   };
   int64_t o = 0;

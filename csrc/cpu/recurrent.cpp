@@ -25,9 +25,8 @@
 // product is ~0.11 ms on one Zen 3 core (~75 GFLOP/s, ~85% of its FMA peak) and the
 // pass ~0.025 ms.
 //
-// Precision: float64 uses std::exp and std::tanh. float32 uses exp_approx below,
-// a polynomial exp that the compiler vectorises (libm's expf does not), accurate
-// to about 2 ulp; sigmoid and tanh are built on it.
+// Precision: float64 uses std::exp and std::tanh; float32 the vectorised sigmoid and tanh of
+// vector_math.h (within 4 ulp, NaN and infinities as torch's).
 //
 // Threads: the sequence splits the batch, the cell splits the units in blocks of 8,
 // the per-step passes of packed sequences split rows (>= 16 K elements per chunk).
@@ -47,54 +46,57 @@
 
 #include "../recurrent_driver.h"
 #include "panel_gemm.h"
-
-// The step passes convert float to int and select (exp_approx): with trapping math
-// (GCC's default) GCC will not vectorise those. torch runs with FP traps off.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#endif
+#include "vector_math.h"
 
 namespace dlunits {
 namespace {
 
-// e^x for float, vectorisable: x = k·ln2 + r with |r| <= ln2/2 (ln2 split in two
-// parts, Cody & Waite), e^r by Cephes' degree-6 polynomial, 2^k through the
-// exponent bits. x is clamped to [-87, 88] so that 2^k stays a normal float:
-// e^-87 ≈ 1.6e-38 stands for anything smaller, which only ever appears as
-// 1 + e^x or next to 1 in sigmoid and tanh.
-// Always inlined: a call left in a step loop would keep it from vectorising.
-[[gnu::always_inline]] inline float exp_approx(float x) {
-  // Two plain selects (a nested one, or fmin/fmax, keeps GCC from vectorising).
-  x = x > -87.0f ? x : -87.0f;
-  x = x < 88.0f ? x : 88.0f;
-  // k = floor(x·log2 e + 1/2): the sum is positive after the +128 offset, so truncation is floor.
-  const float k = static_cast<float>(static_cast<int32_t>(x * 1.44269504088896341f + 128.5f) - 128);
-  const float r = x - k * 0.693359375f + k * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float e_r = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return e_r * scale;
-}
+// --- the step passes' arithmetic, on packs of `lanes` units -----------------------------------------------------
+//
+// A pack is eight float32 units on the vector math of vector_math.h, or one unit of any other type in its
+// op-math type (float64: std::exp and std::tanh; the half types only instantiate it, the CPU refuses them).
+// The LSTM's and RNN's equations below are written once, on packs.
 
-template <typename T>
-struct Math {  // float64 (and the half types' float math, never used on the CPU)
-  static T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
-  static T tanh(T x) { return std::tanh(x); }
+template <typename scalar_t>
+struct Pack {
+  using acc_t = at::opmath_type<scalar_t>;
+  using V = acc_t;
+  static constexpr int64_t lanes = 1;
+  static V load(const scalar_t* p, int64_t) { return acc_t(*p); }
+  static void store(scalar_t* p, V v, int64_t) { *p = static_cast<scalar_t>(v); }
+  static V sigmoid(V x) { return acc_t(1) / (acc_t(1) + std::exp(-x)); }
+  static V tanh(V x) { return std::tanh(x); }
+  static V relu(V z) { return z < acc_t(0) ? acc_t(0) : z; }        // NaN stays NaN, as torch's
+  static V relu_slope(V h) { return h <= acc_t(0) ? acc_t(0) : acc_t(1); }  // torch's threshold_backward
 };
 
 template <>
-struct Math<float> {
-  [[gnu::always_inline]] static float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
-  // 1 - 2 / (e^{2x} + 1): exact limits ±1, absolute error ~1e-7 near 0.
-  [[gnu::always_inline]] static float tanh(float x) { return 1.0f - 2.0f / (exp_approx(2.0f * x) + 1.0f); }
+struct Pack<float> {
+  using acc_t = float;
+  using V = cpu::Floats;
+  static constexpr int64_t lanes = cpu::kLanes;
+  // n < lanes only for a row's last pack: its missing lanes are zeros in, and not stored.
+  static V load(const float* p, int64_t n) {
+    V v{};
+    std::memcpy(&v, p, n * sizeof(float));
+    return v;
+  }
+  static void store(float* p, V v, int64_t n) { std::memcpy(p, &v, n * sizeof(float)); }
+  static V sigmoid(V x) { return cpu::sigmoid_fast(x); }
+  static V tanh(V x) { return cpu::tanh_fast(x); }
+  static V relu(V z) { return z < cpu::splat(0.0f) ? cpu::splat(0.0f) : z; }
+  static V relu_slope(V h) { return h <= cpu::splat(0.0f) ? cpu::splat(0.0f) : cpu::splat(1.0f); }
 };
+
+// step(j, n) for the packs of units [0, count): whole packs, then the rest (n a constant in the first
+// loop, so that a whole pack's loads and stores are plain vector moves).
+template <typename scalar_t, typename Step>
+inline void for_each_pack(int64_t count, const Step& step) {
+  constexpr int64_t L = Pack<scalar_t>::lanes;
+  int64_t j = 0;
+  for (; j + L <= count; j += L) step(j, L);
+  if (j < count) step(j, count - j);
+}
 
 // Rows per at::parallel_for chunk: about 16 K elements of work each.
 inline int64_t row_grain(int64_t row_elements) {
@@ -102,79 +104,70 @@ inline int64_t row_grain(int64_t row_elements) {
 }
 
 // --- one row of a step pass (units 0 … count - 1, the gates H apart) -----------------------------------------
-// Plain functions of restrict pointers and a hidden size by value: the form in which
-// GCC vectorises the loops (inside the parallel_for lambdas it did not).
 
 template <typename scalar_t, bool relu>
-void rnn_forward_row(const scalar_t* __restrict__ x, const scalar_t* __restrict__ a,
-                     const scalar_t* __restrict__ bias, scalar_t* __restrict__ out, int64_t count) {
-  using acc_t = at::opmath_type<scalar_t>;
-  for (int64_t j = 0; j < count; ++j) {
-    const acc_t z = acc_t(x[j]) + acc_t(a[j]) + acc_t(bias[j]);
-    out[j] = static_cast<scalar_t>(relu ? (z > acc_t(0) ? z : acc_t(0)) : Math<acc_t>::tanh(z));
-  }
+void rnn_forward_row(const scalar_t* x, const scalar_t* a, const scalar_t* bias, scalar_t* out, int64_t count) {
+  using P = Pack<scalar_t>;
+  for_each_pack<scalar_t>(count, [&](int64_t j, int64_t n) {
+    const auto z = P::load(x + j, n) + P::load(a + j, n) + P::load(bias + j, n);
+    P::store(out + j, relu ? P::relu(z) : P::tanh(z), n);
+  });
 }
 
 template <typename scalar_t, bool relu>
-void rnn_backward_row(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ ds,
-                      const scalar_t* __restrict__ h, scalar_t* __restrict__ dz, int64_t count) {
-  using acc_t = at::opmath_type<scalar_t>;
-  for (int64_t j = 0; j < count; ++j) {
-    const acc_t hj = acc_t(h[j]);
-    // tanh' = 1 - h², relu' = [h > 0]
-    const acc_t slope = relu ? (hj > acc_t(0) ? acc_t(1) : acc_t(0)) : acc_t(1) - hj * hj;
-    dz[j] = static_cast<scalar_t>((acc_t(dy[j]) + acc_t(ds[j])) * slope);
-  }
+void rnn_backward_row(const scalar_t* dy, const scalar_t* ds, const scalar_t* h, scalar_t* dz, int64_t count) {
+  using P = Pack<scalar_t>;
+  using acc_t = typename P::acc_t;
+  for_each_pack<scalar_t>(count, [&](int64_t j, int64_t n) {
+    const auto hj = P::load(h + j, n);
+    const auto slope = relu ? P::relu_slope(hj) : acc_t(1) - hj * hj;  // relu' = [h > 0], tanh' = 1 - h²
+    P::store(dz + j, (P::load(dy + j, n) + P::load(ds + j, n)) * slope, n);
+  });
 }
 
 // kSave: write the gates and c_t for the backward (without it gates and cells are unused).
 template <typename scalar_t, bool kSave = true>
-void lstm_forward_row(const scalar_t* __restrict__ x, const scalar_t* __restrict__ a,
-                      const scalar_t* __restrict__ bias, scalar_t* __restrict__ c_state,
-                      scalar_t* __restrict__ gates, scalar_t* __restrict__ cells, scalar_t* __restrict__ h_out,
-                      int64_t H, int64_t count) {
-  using acc_t = at::opmath_type<scalar_t>;
-  using M = Math<acc_t>;
-  for (int64_t j = 0; j < count; ++j) {
-    const acc_t i = M::sigmoid(acc_t(x[j]) + acc_t(a[j]) + acc_t(bias[j]));
-    const acc_t f = M::sigmoid(acc_t(x[H + j]) + acc_t(a[H + j]) + acc_t(bias[H + j]));
-    const acc_t g = M::tanh(acc_t(x[2 * H + j]) + acc_t(a[2 * H + j]) + acc_t(bias[2 * H + j]));
-    const acc_t o = M::sigmoid(acc_t(x[3 * H + j]) + acc_t(a[3 * H + j]) + acc_t(bias[3 * H + j]));
-    const acc_t c = f * acc_t(c_state[j]) + i * g;
+void lstm_forward_row(const scalar_t* x, const scalar_t* a, const scalar_t* bias, scalar_t* c_state, scalar_t* gates,
+                      scalar_t* cells, scalar_t* h_out, int64_t H, int64_t count) {
+  using P = Pack<scalar_t>;
+  for_each_pack<scalar_t>(count, [&](int64_t j, int64_t n) {
+    const auto pre = [&](int64_t k) { return P::load(x + k * H + j, n) + P::load(a + k * H + j, n) +
+                                             P::load(bias + k * H + j, n); };
+    const auto i = P::sigmoid(pre(0)), f = P::sigmoid(pre(1)), g = P::tanh(pre(2)), o = P::sigmoid(pre(3));
+    const auto c = f * P::load(c_state + j, n) + i * g;
     if constexpr (kSave) {
-      gates[j] = static_cast<scalar_t>(i);
-      gates[H + j] = static_cast<scalar_t>(f);
-      gates[2 * H + j] = static_cast<scalar_t>(g);
-      gates[3 * H + j] = static_cast<scalar_t>(o);
-      cells[j] = static_cast<scalar_t>(c);
+      P::store(gates + j, i, n);
+      P::store(gates + H + j, f, n);
+      P::store(gates + 2 * H + j, g, n);
+      P::store(gates + 3 * H + j, o, n);
+      P::store(cells + j, c, n);
     }
-    c_state[j] = static_cast<scalar_t>(c);
-    h_out[j] = static_cast<scalar_t>(o * M::tanh(c));
-  }
+    P::store(c_state + j, c, n);
+    P::store(h_out + j, o * P::tanh(c), n);
+  });
 }
 
 // dh = dh_a (+ dh_b with has_state); h_out = o ⊙ tanh(c) with has_out (for dW_hr).
 template <typename scalar_t, bool has_state, bool has_out>
-void lstm_backward_row(const scalar_t* __restrict__ dh_a, const scalar_t* __restrict__ dh_b,
-                       const scalar_t* __restrict__ gates, const scalar_t* __restrict__ cells,
-                       const scalar_t* __restrict__ c_prev, scalar_t* __restrict__ dc_state,
-                       scalar_t* __restrict__ dz, scalar_t* __restrict__ h_out, int64_t H, int64_t count) {
-  using acc_t = at::opmath_type<scalar_t>;
-  using M = Math<acc_t>;
-  for (int64_t j = 0; j < count; ++j) {
-    acc_t dh = acc_t(dh_a[j]);
-    if constexpr (has_state) dh += acc_t(dh_b[j]);
-    const acc_t i = acc_t(gates[j]), f = acc_t(gates[H + j]), g = acc_t(gates[2 * H + j]),
-                o = acc_t(gates[3 * H + j]);
-    const acc_t tanh_c = M::tanh(acc_t(cells[j]));
-    const acc_t dc = acc_t(dc_state[j]) + dh * o * (acc_t(1) - tanh_c * tanh_c);
-    dz[j] = static_cast<scalar_t>(dc * g * i * (acc_t(1) - i));
-    dz[H + j] = static_cast<scalar_t>(dc * acc_t(c_prev[j]) * f * (acc_t(1) - f));
-    dz[2 * H + j] = static_cast<scalar_t>(dc * i * (acc_t(1) - g * g));
-    dz[3 * H + j] = static_cast<scalar_t>(dh * tanh_c * o * (acc_t(1) - o));
-    dc_state[j] = static_cast<scalar_t>(dc * f);
-    if constexpr (has_out) h_out[j] = static_cast<scalar_t>(o * tanh_c);
-  }
+void lstm_backward_row(const scalar_t* dh_a, const scalar_t* dh_b, const scalar_t* gates, const scalar_t* cells,
+                       const scalar_t* c_prev, scalar_t* dc_state, scalar_t* dz, scalar_t* h_out, int64_t H,
+                       int64_t count) {
+  using P = Pack<scalar_t>;
+  using acc_t = typename P::acc_t;
+  for_each_pack<scalar_t>(count, [&](int64_t j, int64_t n) {
+    auto dh = P::load(dh_a + j, n);
+    if constexpr (has_state) dh = dh + P::load(dh_b + j, n);
+    const auto i = P::load(gates + j, n), f = P::load(gates + H + j, n), g = P::load(gates + 2 * H + j, n),
+               o = P::load(gates + 3 * H + j, n);
+    const auto tanh_c = P::tanh(P::load(cells + j, n));
+    const auto dc = P::load(dc_state + j, n) + dh * o * (acc_t(1) - tanh_c * tanh_c);
+    P::store(dz + j, dc * g * i * (acc_t(1) - i), n);
+    P::store(dz + H + j, dc * P::load(c_prev + j, n) * f * (acc_t(1) - f), n);
+    P::store(dz + 2 * H + j, dc * i * (acc_t(1) - g * g), n);
+    P::store(dz + 3 * H + j, dh * tanh_c * o * (acc_t(1) - o), n);
+    P::store(dc_state + j, dc * f, n);
+    if constexpr (has_out) P::store(h_out + j, o * tanh_c, n);
+  });
 }
 
 // --- whole sequences: W_hh packed once, then per step one tiled product and one pass ------------------------------

@@ -82,6 +82,18 @@ struct DeviceMath<double> {
   __device__ static double tanh(double x) { return ::tanh(x); }
 };
 
+// The RNN's ReLU and its derivative as torch's: NaN stays NaN (z < 0 is false for it), and the slope
+// is threshold_backward's [h > 0] written as !(h <= 0), 1 for NaN.
+template <typename acc_t>
+__device__ acc_t relu(acc_t z) {
+  return z < acc_t(0) ? acc_t(0) : z;
+}
+
+template <typename acc_t>
+__device__ acc_t relu_slope(acc_t h) {
+  return h <= acc_t(0) ? acc_t(0) : acc_t(1);
+}
+
 // The LSTM's gates for one (row, unit) from their pre-activations z (i, f, g, o) and c_{t-1}: stores
 // the activated gates H apart from `gates`, sets c to c_t, and returns h_t = o ⊙ tanh(c_t).
 template <typename scalar_t, typename acc_t, typename index_t>
@@ -104,7 +116,7 @@ __global__ void rnn_forward_kernel(RnnForwardStep<scalar_t> s) {
        e += static_cast<index_t>(gridDim.x) * blockDim.x) {
     const index_t j = e % H;
     const acc_t z = acc_t(s.input_proj[e]) + acc_t(s.hidden_proj[e]) + acc_t(s.bias[j]);
-    const acc_t h = s.activation == RnnActivation::Tanh ? DeviceMath<acc_t>::tanh(z) : (z > acc_t(0) ? z : acc_t(0));
+    const acc_t h = s.activation == RnnActivation::Tanh ? DeviceMath<acc_t>::tanh(z) : relu(z);
     s.output[e] = static_cast<scalar_t>(h);
     s.h_state[e] = static_cast<scalar_t>(h);
   }
@@ -118,7 +130,7 @@ __global__ void rnn_backward_kernel(RnnBackwardStep<scalar_t> s) {
        e += static_cast<index_t>(gridDim.x) * blockDim.x) {
     const acc_t dh = acc_t(s.grad_output[e]) + acc_t(s.grad_state[e]);
     const acc_t h = acc_t(s.output[e]);
-    const acc_t slope = s.activation == RnnActivation::Tanh ? acc_t(1) - h * h : (h > acc_t(0) ? acc_t(1) : acc_t(0));
+    const acc_t slope = s.activation == RnnActivation::Tanh ? acc_t(1) - h * h : relu_slope(h);
     s.grad_gates[e] = static_cast<scalar_t>(dh * slope);
   }
 }
@@ -205,7 +217,7 @@ __global__ void cell_forward_kernel(CellStep<scalar_t> s) {
     acc_t h;
     if (!s.lstm) {
       const acc_t z0 = z(0);
-      h = s.activation == RnnActivation::Tanh ? M::tanh(z0) : (z0 > acc_t(0) ? z0 : acc_t(0));
+      h = s.activation == RnnActivation::Tanh ? M::tanh(z0) : relu(z0);
     } else {
       const acc_t zs[4] = {z(0), z(1), z(2), z(3)};
       acc_t c;
@@ -402,7 +414,7 @@ __global__ void __launch_bounds__(kPersistentThreads) persistent_forward_kernel(
           if (s == T - 1) p.c_state[b * H + j] = static_cast<scalar_t>(c);
         } else {
           const acc_t z = pre[u * bt + bl];
-          h = p.activation == RnnActivation::Tanh ? M::tanh(z) : (z > acc_t(0) ? z : acc_t(0));
+          h = p.activation == RnnActivation::Tanh ? M::tanh(z) : relu(z);
         }
         p.output[row * H + j] = static_cast<scalar_t>(h);
         if (s == T - 1) p.h_state[b * H + j] = static_cast<scalar_t>(h);
@@ -493,7 +505,7 @@ __global__ void __launch_bounds__(kPersistentThreads) fused_cell_kernel(FusedCel
         p.cells[e] = static_cast<scalar_t>(c);
       } else {
         const acc_t z = pre[u * bt + bl];
-        h = p.activation == RnnActivation::Tanh ? M::tanh(z) : (z > acc_t(0) ? z : acc_t(0));
+        h = p.activation == RnnActivation::Tanh ? M::tanh(z) : relu(z);
       }
       p.output[e] = static_cast<scalar_t>(h);
       p.h_n[e] = static_cast<scalar_t>(h);
@@ -630,7 +642,7 @@ __global__ void __launch_bounds__(kPersistentThreads) persistent_backward_kernel
         } else {
           const acc_t h = saved[n + q];
           const acc_t slope =
-              p.activation == RnnActivation::Tanh ? acc_t(1) - h * h : (h > acc_t(0) ? acc_t(1) : acc_t(0));
+              p.activation == RnnActivation::Tanh ? acc_t(1) - h * h : relu_slope(h);
           dz[j] = static_cast<scalar_t>(dh_t * slope);
         }
       }

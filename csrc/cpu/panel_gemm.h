@@ -16,27 +16,26 @@
 // for A · W. A is read by scalar broadcasts through (row, column) strides, so A
 // can be a weight read in place, or a transpose, at no cost.
 //
-// Micro-kernels. Two panels at a time where two remain: a tile of MR ≤ 6 rows by two
-// panels is 2·MR vector accumulators; per k it loads two panel rows (one cache line
-// in float32) and broadcasts MR elements of A, each feeding two FMAs: 2·MR FMAs for
-// MR + 2 loads, 12 accumulators of AVX2's 16 registers. An odd last panel takes a tile
-// of MR ≤ 8 rows by one panel: MR FMAs for MR + 1 loads. Either way 8 or more
-// independent accumulators cover the FMA latency (4 cycles, 2 pipes on Zen 3). K is
-// walked in chunks of kChunk so that the panels' chunk and the A rows' chunk stay in L1
-// across the row tiles.
+// Micro-kernel. A tile is MR ≤ 4 rows by NP ≤ 3 panels: MR·NP vector accumulators (12 of
+// AVX2's 16 registers), and per k NP panel loads (a cache line and a half in float32) and MR
+// broadcasts of A, each feeding NP FMAs: 12 FMAs for 7 loads. Twelve independent
+// accumulators cover the FMA latency (4 cycles, 2 pipes on Zen 3: 8 are needed). Rows are
+// split into balanced tiles of 3 or 4 (8 rows: 4 + 4), panels into threes, the last group of
+// one or two. The panel rows are pinned in registers (keep_in_register): without that GCC
+// folds them into the FMAs as memory operands, 20 loads per 12 FMAs, and the kernel ran at
+// half speed. K is walked in chunks of kChunk so that the panels' chunk and the A rows' chunk
+// stay in L1 across the row tiles.
 //
-// Pairing the panels, measured on one core on a cell's products (W [1024, 256] read in
-// place as A, xᵀ of 16 rows as two panels): 45 GFLOP/s with one-panel tiles, 62-80 with
-// pairs, MKL 41-49 in the same runs. MKL's sgemm stays faster on a whole sequence's input
-// projection (M = 800: 117 against 92 GFLOP/s), which therefore stays BLAS.
+// Measured on one Zen 3 core (FMA peak ~93 GFLOP/s; a recurrent step's 8 rows against a
+// packed W_hh of 1024 columns, K = 256): 84 GFLOP/s, against 66 for the earlier 6 + 2 rows by
+// two panels (its 2-row tile, 4 accumulators, was latency-bound) and 55 for MKL's sgemm. Two
+// threads on the two cores: 69 each, against 64.
 //
 // Cost: 2·M·N·K FLOPs. Bytes: B once per call when the tile loop keeps it in cache
-// (a panel pair's chunk is reused by every row tile), A once per pair from L1/L2, C
-// once (twice per extra K chunk). Measured alone at M = 16, N = 1024, K = 256 on one
-// Zen 3 core (FMA peak ~87 GFLOP/s): 0.113 ms, ~74 GFLOP/s, against 0.145 ms for
-// at::mm (MKL's sgemm, which packs W each call). With W's rows read in place as
-// the panels (stride H, half a cache line each), or with K thin (a weight gradient,
-// K = batch), MKL was faster: those products stay BLAS.
+// (a panel group's chunk is reused by every row tile), A once per group from L1/L2, C
+// once (twice per extra K chunk). With W's rows read in place as the panels (stride H,
+// half a cache line each), or with K thin (a weight gradient, K = batch), MKL was
+// faster: those products stay BLAS.
 //
 // Needs GCC's or Clang's vector extensions (the project builds with either).
 #pragma once
@@ -120,111 +119,87 @@ Panels<T> packed_panels(const at::Tensor& packed, int64_t n) {
 
 namespace detail {
 
-constexpr int kMaxRows = 8;
-
 template <typename T>
 constexpr int64_t kChunk = 1024 / sizeof(T);  // K per pass: 256 floats, 128 doubles
 
-// C[0:MR, 0:width] (+)= A[0:MR, 0:K] · panel[0:K, 0:width].
-template <typename T, int MR>
-void tile(const T* a, int64_t a_row, int64_t a_col, const T* panel, int64_t panel_row, int64_t K, T* c,
-          int64_t ldc, int64_t width, bool accumulate) {
+constexpr int kMaxRows = 4;
+constexpr int kMaxPanels = 3;
+
+// An empty asm that takes v in a vector register: the compiler must keep it there, not reload it
+// as a memory operand of each FMA (x86; elsewhere nothing).
+template <typename V>
+inline void keep_in_register(V& v) {
+#if defined(__x86_64__) || defined(__i386__)
+  asm("" : "+x"(v));
+#else
+  (void)v;
+#endif
+}
+
+// C[0:MR, 0:(NP - 1)·L + width] (+)= A[0:MR, 0:K] · [panel 0 | … | panel NP-1][0:K, :], the panels
+// panel_stride apart, all full but the last, which has `width` columns.
+template <typename T, int MR, int NP>
+void tile(const T* a, int64_t a_row, int64_t a_col, const T* panel, int64_t panel_stride, int64_t panel_row,
+          int64_t K, T* c, int64_t ldc, int64_t width, bool accumulate) {
   using S = Simd<T>;
   constexpr int L = S::lanes;
-  typename S::vec acc[MR];
-  T edge[MR][L];  // a partial panel's columns go through here
-  if (accumulate) {
-    for (int r = 0; r < MR; ++r) {
-      if (width == L) {
-        acc[r] = S::load(c + r * ldc);
+  typename S::vec acc[MR][NP];
+  T edge[MR][L];  // the last panel's columns go through here when it is partial
+  for (int r = 0; r < MR; ++r) {
+    for (int q = 0; q < NP; ++q) {
+      if (!accumulate) {
+        acc[r][q] = typename S::vec{};
+      } else if (q < NP - 1 || width == L) {
+        acc[r][q] = S::load(c + r * ldc + q * L);
       } else {
-        for (int l = 0; l < L; ++l) edge[r][l] = l < width ? c[r * ldc + l] : T(0);
-        acc[r] = S::load(edge[r]);
+        for (int l = 0; l < L; ++l) edge[r][l] = l < width ? c[r * ldc + q * L + l] : T(0);
+        acc[r][q] = S::load(edge[r]);
       }
     }
-  } else {
-    for (int r = 0; r < MR; ++r) acc[r] = typename S::vec{};
   }
   for (int64_t k = 0; k < K; ++k) {
-    const typename S::vec b = S::load(panel + k * panel_row);
-    for (int r = 0; r < MR; ++r) acc[r] += S::broadcast(a[r * a_row + k * a_col]) * b;
+    typename S::vec b[NP];
+    for (int q = 0; q < NP; ++q) {
+      b[q] = S::load(panel + q * panel_stride + k * panel_row);
+      keep_in_register(b[q]);
+    }
+    for (int r = 0; r < MR; ++r) {
+      const typename S::vec x = S::broadcast(a[r * a_row + k * a_col]);
+      for (int q = 0; q < NP; ++q) acc[r][q] += x * b[q];
+    }
   }
   for (int r = 0; r < MR; ++r) {
-    if (width == L) {
-      S::store(c + r * ldc, acc[r]);
-    } else {
-      S::store(edge[r], acc[r]);
-      for (int l = 0; l < width; ++l) c[r * ldc + l] = edge[r][l];
+    for (int q = 0; q < NP; ++q) {
+      if (q < NP - 1 || width == L) {
+        S::store(c + r * ldc + q * L, acc[r][q]);
+      } else {
+        S::store(edge[r], acc[r][q]);
+        for (int l = 0; l < width; ++l) c[r * ldc + q * L + l] = edge[r][l];
+      }
     }
   }
 }
 
-template <typename T>
-void rows_tile(int rows, const T* a, int64_t a_row, int64_t a_col, const T* panel, int64_t panel_row, int64_t K,
-               T* c, int64_t ldc, int64_t width, bool accumulate) {
+template <typename T, int NP>
+void rows_tile(int rows, const T* a, int64_t a_row, int64_t a_col, const T* panel, int64_t panel_stride,
+               int64_t panel_row, int64_t K, T* c, int64_t ldc, int64_t width, bool accumulate) {
   switch (rows) {
-#define DLUNITS_TILE_CASE(MR) \
-  case MR: return tile<T, MR>(a, a_row, a_col, panel, panel_row, K, c, ldc, width, accumulate);
+#define DLUNITS_TILE_CASE(MR)                                                                                   \
+  case MR:                                                                                                      \
+    return tile<T, MR, NP>(a, a_row, a_col, panel, panel_stride, panel_row, K, c, ldc, width, accumulate);
     DLUNITS_TILE_CASE(1) DLUNITS_TILE_CASE(2) DLUNITS_TILE_CASE(3) DLUNITS_TILE_CASE(4)
-    DLUNITS_TILE_CASE(5) DLUNITS_TILE_CASE(6) DLUNITS_TILE_CASE(7) DLUNITS_TILE_CASE(8)
 #undef DLUNITS_TILE_CASE
   }
 }
 
-// Two panels at once: C[0:MR, 0:L + width] (+)= A[0:MR, 0:K] · [panel | next][0:K, :], `panel` full,
-// `next` with `width` columns. Each broadcast of A feeds 2 FMAs (MR·2 accumulators, MR ≤ 6 of
-// AVX2's 16 registers with the two panel rows and the broadcast): 2 + MR loads per 2·MR FMAs,
-// against 1 + MR per MR for one panel.
-template <typename T, int MR>
-void tile_pair(const T* a, int64_t a_row, int64_t a_col, const T* panel, const T* next, int64_t panel_row,
-               int64_t K, T* c, int64_t ldc, int64_t width, bool accumulate) {
-  using S = Simd<T>;
-  constexpr int L = S::lanes;
-  typename S::vec acc[MR][2];
-  T edge[MR][L];  // the second panel's columns go through here when it is partial
-  for (int r = 0; r < MR; ++r) {
-    if (!accumulate) {
-      acc[r][0] = acc[r][1] = typename S::vec{};
-    } else {
-      acc[r][0] = S::load(c + r * ldc);
-      if (width == L) {
-        acc[r][1] = S::load(c + r * ldc + L);
-      } else {
-        for (int l = 0; l < L; ++l) edge[r][l] = l < width ? c[r * ldc + L + l] : T(0);
-        acc[r][1] = S::load(edge[r]);
-      }
-    }
-  }
-  for (int64_t k = 0; k < K; ++k) {
-    const typename S::vec b0 = S::load(panel + k * panel_row), b1 = S::load(next + k * panel_row);
-    for (int r = 0; r < MR; ++r) {
-      const typename S::vec x = S::broadcast(a[r * a_row + k * a_col]);
-      acc[r][0] += x * b0;
-      acc[r][1] += x * b1;
-    }
-  }
-  for (int r = 0; r < MR; ++r) {
-    S::store(c + r * ldc, acc[r][0]);
-    if (width == L) {
-      S::store(c + r * ldc + L, acc[r][1]);
-    } else {
-      S::store(edge[r], acc[r][1]);
-      for (int l = 0; l < width; ++l) c[r * ldc + L + l] = edge[r][l];
-    }
-  }
-}
-
-constexpr int kMaxPairRows = 6;
-
 template <typename T>
-void rows_tile_pair(int rows, const T* a, int64_t a_row, int64_t a_col, const T* panel, const T* next,
-                    int64_t panel_row, int64_t K, T* c, int64_t ldc, int64_t width, bool accumulate) {
-  switch (rows) {
-#define DLUNITS_TILE_PAIR_CASE(MR) \
-  case MR: return tile_pair<T, MR>(a, a_row, a_col, panel, next, panel_row, K, c, ldc, width, accumulate);
-    DLUNITS_TILE_PAIR_CASE(1) DLUNITS_TILE_PAIR_CASE(2) DLUNITS_TILE_PAIR_CASE(3)
-    DLUNITS_TILE_PAIR_CASE(4) DLUNITS_TILE_PAIR_CASE(5) DLUNITS_TILE_PAIR_CASE(6)
-#undef DLUNITS_TILE_PAIR_CASE
+void group_tile(int panels, int rows, const T* a, int64_t a_row, int64_t a_col, const T* panel,
+                int64_t panel_stride, int64_t panel_row, int64_t K, T* c, int64_t ldc, int64_t width,
+                bool accumulate) {
+  switch (panels) {
+    case 1: return rows_tile<T, 1>(rows, a, a_row, a_col, panel, panel_stride, panel_row, K, c, ldc, width, accumulate);
+    case 2: return rows_tile<T, 2>(rows, a, a_row, a_col, panel, panel_stride, panel_row, K, c, ldc, width, accumulate);
+    case 3: return rows_tile<T, 3>(rows, a, a_row, a_col, panel, panel_stride, panel_row, K, c, ldc, width, accumulate);
   }
 }
 
@@ -237,33 +212,25 @@ void panel_gemm(const MatrixA<T>& a, int64_t M, const Panels<T>& b, int64_t p_be
                 int64_t ldc, bool accumulate) {
   constexpr int L = Simd<T>::lanes;
   const int64_t K = b.depth;
-  for (int64_t p = p_begin; p < p_end; ++p) {
-    const int64_t width = b.width(p);
+  // Balanced row tiles of at most kMaxRows: the first `longer` tiles get one row more.
+  const int64_t tiles = (M + detail::kMaxRows - 1) / detail::kMaxRows;
+  const int64_t short_rows = tiles > 0 ? M / tiles : 0, longer = tiles > 0 ? M % tiles : 0;
+  for (int64_t p = p_begin; p < p_end; p += detail::kMaxPanels) {
+    const int panels = static_cast<int>(std::min<int64_t>(detail::kMaxPanels, p_end - p));
+    const int64_t width = b.width(p + panels - 1);  // only the last panel can be partial
     if (K == 0 && !accumulate) {  // an empty sum
-      for (int64_t m = 0; m < M; ++m) std::fill_n(c + m * ldc + p * L, width, T(0));
-      continue;
-    }
-    if (p + 1 < p_end) {  // panels p and p + 1 together (p is full: only the last panel can be partial)
-      const int64_t next_width = b.width(p + 1);
-      for (int64_t k0 = 0; k0 < K; k0 += detail::kChunk<T>) {
-        const int64_t kc = std::min(detail::kChunk<T>, K - k0);
-        for (int64_t m = 0; m < M; m += detail::kMaxPairRows) {
-          const int rows = static_cast<int>(std::min<int64_t>(detail::kMaxPairRows, M - m));
-          detail::rows_tile_pair<T>(rows, a.data + m * a.row_stride + k0 * a.col_stride, a.row_stride, a.col_stride,
-                                    b.panel(p) + k0 * b.row_stride, b.panel(p + 1) + k0 * b.row_stride,
-                                    b.row_stride, kc, c + m * ldc + p * L, ldc, next_width, accumulate || k0 > 0);
-        }
-      }
-      ++p;
+      for (int64_t m = 0; m < M; ++m) std::fill_n(c + m * ldc + p * L, (panels - 1) * L + width, T(0));
       continue;
     }
     for (int64_t k0 = 0; k0 < K; k0 += detail::kChunk<T>) {
       const int64_t kc = std::min(detail::kChunk<T>, K - k0);
-      const T* panel = b.panel(p) + k0 * b.row_stride;
-      for (int64_t m = 0; m < M; m += detail::kMaxRows) {
-        const int rows = static_cast<int>(std::min<int64_t>(detail::kMaxRows, M - m));
-        detail::rows_tile<T>(rows, a.data + m * a.row_stride + k0 * a.col_stride, a.row_stride, a.col_stride, panel,
-                             b.row_stride, kc, c + m * ldc + p * L, ldc, width, accumulate || k0 > 0);
+      int64_t m = 0;
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int rows = static_cast<int>(short_rows + (t < longer ? 1 : 0));
+        detail::group_tile<T>(panels, rows, a.data + m * a.row_stride + k0 * a.col_stride, a.row_stride,
+                              a.col_stride, b.panel(p) + k0 * b.row_stride, b.panel_stride, b.row_stride, kc,
+                              c + m * ldc + p * L, ldc, width, accumulate || k0 > 0);
+        m += rows;
       }
     }
   }

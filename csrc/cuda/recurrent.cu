@@ -108,6 +108,22 @@ __device__ acc_t lstm_gate_pass(const acc_t (&z)[4], acc_t c_prev, scalar_t* gat
   return o * M::tanh(c);
 }
 
+// h_t of unit u, batch row bl, from pre-activations staged in shared memory as [G·units, bt] (gate k of
+// unit u in row k·units + u): the LSTM's gate pass (c_prev in, gates written, c out) or the RNN's
+// activation. Shared by the persistent forward and the one-launch cell.
+template <typename scalar_t, int G, typename acc_t>
+__device__ acc_t staged_unit_output(const acc_t* pre, int units, int bt, int u, int bl, RnnActivation activation,
+                                    acc_t c_prev, scalar_t* gates, int64_t H, acc_t& c) {
+  if constexpr (G == 4) {
+    const acc_t z[4] = {pre[u * bt + bl], pre[(units + u) * bt + bl], pre[(2 * units + u) * bt + bl],
+                        pre[(3 * units + u) * bt + bl]};
+    return lstm_gate_pass<scalar_t>(z, c_prev, gates, H, c);
+  } else {
+    const acc_t z = pre[u * bt + bl];
+    return activation == RnnActivation::Tanh ? DeviceMath<acc_t>::tanh(z) : relu(z);
+  }
+}
+
 template <typename scalar_t, typename index_t>
 __global__ void rnn_forward_kernel(RnnForwardStep<scalar_t> s) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -362,7 +378,6 @@ template <typename scalar_t, int G>
 __global__ void __launch_bounds__(kPersistentThreads) persistent_forward_kernel(PersistentForward<scalar_t> p,
                                                                                    int units, int batch_tile) {
   using acc_t = at::opmath_type<scalar_t>;
-  using M = DeviceMath<acc_t>;
   namespace cg = cooperative_groups;
   cg::grid_group grid = cg::this_grid();
   extern __shared__ __align__(16) unsigned char shared_raw[];
@@ -403,18 +418,14 @@ __global__ void __launch_bounds__(kPersistentThreads) persistent_forward_kernel(
         const int u = q / bt, bl = q - u * bt, b = b0 + bl, j = j0 + u;
         if (j >= H) continue;
         const int row = t * B + b;
-        acc_t h;
+        acc_t c = acc_t(0);
+        const acc_t h = staged_unit_output<scalar_t, G>(pre, units, bt, u, bl, p.activation,
+                                                        G == 4 ? cs[u * B + b] : acc_t(0),
+                                                        G == 4 ? p.gates + row * GH + j : nullptr, H, c);
         if constexpr (G == 4) {
-          const acc_t z[4] = {pre[u * bt + bl], pre[(units + u) * bt + bl], pre[(2 * units + u) * bt + bl],
-                              pre[(3 * units + u) * bt + bl]};
-          acc_t c;
-          h = lstm_gate_pass<scalar_t>(z, cs[u * B + b], p.gates + row * GH + j, H, c);
           cs[u * B + b] = c;
           p.cells[row * H + j] = static_cast<scalar_t>(c);
           if (s == T - 1) p.c_state[b * H + j] = static_cast<scalar_t>(c);
-        } else {
-          const acc_t z = pre[u * bt + bl];
-          h = p.activation == RnnActivation::Tanh ? M::tanh(z) : relu(z);
         }
         p.output[row * H + j] = static_cast<scalar_t>(h);
         if (s == T - 1) p.h_state[b * H + j] = static_cast<scalar_t>(h);
@@ -462,7 +473,6 @@ __host__ __device__ inline int fused_cell_pre_bytes(int rows, int batch_tile, in
 template <typename scalar_t, int G>
 __global__ void __launch_bounds__(kPersistentThreads) fused_cell_kernel(FusedCell<scalar_t> p, int batch_tile) {
   using acc_t = at::opmath_type<scalar_t>;
-  using M = DeviceMath<acc_t>;
   constexpr int U = kFusedCellUnits, rows = G * U;
   extern __shared__ __align__(16) unsigned char shared_raw[];
   const int H = static_cast<int>(p.hidden), I = static_cast<int>(p.input_size), B = static_cast<int>(p.batch);
@@ -495,17 +505,13 @@ __global__ void __launch_bounds__(kPersistentThreads) fused_cell_kernel(FusedCel
       const int u = q / bt, bl = q - u * bt, b = b0 + bl, j = j0 + u;
       if (j >= H) continue;
       const int e = b * H + j;
-      acc_t h;
+      acc_t c = acc_t(0);
+      const acc_t h = staged_unit_output<scalar_t, G>(pre, U, bt, u, bl, p.activation,
+                                                      G == 4 ? acc_t(p.c0[e]) : acc_t(0),
+                                                      G == 4 ? p.gates + b * 4 * H + j : nullptr, H, c);
       if constexpr (G == 4) {
-        const acc_t z[4] = {pre[u * bt + bl], pre[(U + u) * bt + bl], pre[(2 * U + u) * bt + bl],
-                            pre[(3 * U + u) * bt + bl]};
-        acc_t c;
-        h = lstm_gate_pass<scalar_t>(z, acc_t(p.c0[e]), p.gates + b * 4 * H + j, H, c);
         p.c_n[e] = static_cast<scalar_t>(c);
         p.cells[e] = static_cast<scalar_t>(c);
-      } else {
-        const acc_t z = pre[u * bt + bl];
-        h = p.activation == RnnActivation::Tanh ? M::tanh(z) : relu(z);
       }
       p.output[e] = static_cast<scalar_t>(h);
       p.h_n[e] = static_cast<scalar_t>(h);

@@ -229,9 +229,11 @@ def test_cpu_tiled_products(dtype, kind):
     Sequences: 19 rows (two full 8-row tiles and 3 left; a batch split 10/9 or 7/6/6 over threads).
     Cells (their path takes float32 at a batch of at most 16): 13 rows, so the last batch panel is
     partial; on 3 threads their backward runs its four products two per thread, on 1 the driver's. Both:
-    270 hidden units (a partial last panel, a partial 8-unit block in the cell, and K = 270 longer than
+    270 hidden units (a partial last panel, a partial block of units in the cell, and K = 270 longer than
     one K chunk in float32 and float64), an input size of 131; both directions of the sequence, so that
-    the backward's products run too. As torch on 1 and 3 threads, and bit-identical between them."""
+    the backward's products run too. As torch on 1 and 3 threads, and bit-identical between them where
+    the split products are ours: a float64 cell's are BLAS's, which MKL splits differently by thread count
+    on Intel processors (its bits changed between 1 and 3 threads on a Sapphire Rapids machine)."""
     cell = kind.endswith("Cell")
     ref, dl = module_pair(kind, 131, 270, **({} if cell else {"bidirectional": True}))
     gen = make_generator(30)
@@ -243,6 +245,8 @@ def test_cpu_tiled_products(dtype, kind):
         with num_threads(threads):
             y_dl, _ = compare_modules(ref, dl, x, hx, dtype=dtype)
         results.append(y_dl)
+    if cell and dtype == torch.float64:
+        return
     for a, b in zip(*results):
         assert torch.equal(a, b), "the CPU's tiled products depend on the number of threads"
 

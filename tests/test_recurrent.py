@@ -226,9 +226,9 @@ def test_lstm_cell_one_output_used(used):
 @pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "RNN", "LSTM"])
 def test_cpu_tiled_products(dtype, kind):
     """The CPU's own products (csrc/cpu/panel_gemm.h) at sizes that reach every edge of their tiling.
-    Sequences: 19 rows (two full 8-row tiles and 3 left; a batch split 10/9 or 7/6/6 over threads).
-    Cells (their path takes float32 at a batch of at most 16): 13 rows, so the last batch panel is
-    partial; on 3 threads their backward runs its four products two per thread, on 1 the driver's. Both:
+    Sequences: 19 rows (balanced row tiles, 4+4+4+4+3 with AVX2 or 7+6+6 with AVX-512; a batch split
+    10/9 or 7/6/6 over threads). Cells (their path takes float32 at a batch of at most 16): 13 rows, so
+    the last batch panel is partial; on 3 threads their backward runs its four products two per thread, on 1 the driver's. Both:
     270 hidden units (a partial last panel, a partial block of units in the cell, and K = 270 longer than
     one K chunk in float32 and float64), an input size of 131; both directions of the sequence, so that
     the backward's products run too. As torch on 1 and 3 threads, and bit-identical between them where

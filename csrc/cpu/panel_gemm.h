@@ -9,27 +9,29 @@
 // W_hh. Here the weights are packed once per sequence and each step is only the
 // tiled product below.
 //
-// Layout. B is read as panels of L = 32 bytes / sizeof(T) columns (8 floats, 4
-// doubles): element (k, n) of B is at panel(n / L)[k · row_stride + n % L]. A
-// packed panel has row_stride L and is zero-padded to L columns: pack_transposed
-// packs Wᵀ for A · Wᵀ (and a cell's thin inputs, xᵀ and hᵀ), pack_columns packs W
-// for A · W. A is read by scalar broadcasts through (row, column) strides, so A
-// can be a weight read in place, or a transpose, at no cost.
+// Layout. B is read as panels of L columns, one vector register (vector_math.h's
+// kVectorBytes: 16 floats or 8 doubles with AVX-512, 8 or 4 otherwise): element (k, n)
+// of B is at panel(n / L)[k · row_stride + n % L]. A packed panel has row_stride L and is
+// zero-padded to L columns: pack_transposed packs Wᵀ for A · Wᵀ (and a cell's thin inputs,
+// xᵀ and hᵀ), pack_columns packs W for A · W. A is read by scalar broadcasts through
+// (row, column) strides, so A can be a weight read in place, or a transpose, at no cost.
 //
-// Micro-kernel. A tile is MR ≤ 4 rows by NP ≤ 3 panels: MR·NP vector accumulators (12 of
-// AVX2's 16 registers), and per k NP panel loads (a cache line and a half in float32) and MR
-// broadcasts of A, each feeding NP FMAs: 12 FMAs for 7 loads. Twelve independent
-// accumulators cover the FMA latency (4 cycles, 2 pipes on Zen 3: 8 are needed). Rows are
-// split into balanced tiles of 3 or 4 (8 rows: 4 + 4), panels into threes, the last group of
-// one or two. The panel rows are pinned in registers (keep_in_register): without that GCC
-// folds them into the FMAs as memory operands, 20 loads per 12 FMAs, and the kernel ran at
-// half speed. K is walked in chunks of kChunk so that the panels' chunk and the A rows' chunk
-// stay in L1 across the row tiles.
+// Micro-kernel. A tile is MR rows by NP ≤ 3 panels: MR·NP vector accumulators, and per k NP
+// panel loads and MR broadcasts of A, each feeding NP FMAs. MR ≤ 4 with AVX2's 16 registers
+// (12 accumulators, 12 FMAs for 7 loads), MR ≤ 8 with AVX-512's 32 (24 accumulators, 24 FMAs
+// for 11 loads; a single panel takes 16 rows, see max_rows). Twelve or more independent
+// accumulators cover the FMA latency (4 cycles, 2 pipes: 8 are needed). Rows are split into
+// balanced tiles (8 rows: 4 + 4 with AVX2, one tile with AVX-512), panels into threes, the
+// last group of one or two. The panel rows are pinned in registers (keep_in_register):
+// without that GCC folds them into the FMAs as memory operands, 20 loads per 12 FMAs, and
+// the kernel ran at half speed. K is walked in chunks of kChunk so that the panels' chunk
+// and the A rows' chunk stay in L1 across the row tiles.
 //
-// Measured on one Zen 3 core (FMA peak ~93 GFLOP/s; a recurrent step's 8 rows against a
+// Measured on one Zen 3 core (AVX2, FMA peak ~93 GFLOP/s; a recurrent step's 8 rows against a
 // packed W_hh of 1024 columns, K = 256): 84 GFLOP/s, against 66 for the earlier 6 + 2 rows by
 // two panels (its 2-row tile, 4 accumulators, was latency-bound) and 55 for MKL's sgemm. Two
-// threads on the two cores: 69 each, against 64.
+// threads on the two cores: 69 each, against 64. On a Sapphire Rapids core (AVX-512) see
+// benchmarks/results/vm-cpu-recurrent-20261206/NOTES.md.
 //
 // Cost: 2·M·N·K FLOPs. Bytes: B once per call when the tile loop keeps it in cache
 // (a panel group's chunk is reused by every row tile), A once per group from L1/L2, C
@@ -46,14 +48,16 @@
 #include <cstdint>
 #include <utility>
 
+#include "vector_math.h"
+
 namespace dlunits {
 namespace cpu {
 
 template <typename T>
 struct Simd {
-  static constexpr int lanes = 32 / sizeof(T);
-  typedef T vec __attribute__((vector_size(32)));
-  typedef T unaligned_vec __attribute__((vector_size(32), aligned(alignof(T))));
+  static constexpr int lanes = kVectorBytes / sizeof(T);
+  typedef T vec __attribute__((vector_size(kVectorBytes)));
+  typedef T unaligned_vec __attribute__((vector_size(kVectorBytes), aligned(alignof(T))));
   static vec load(const T* p) { return *reinterpret_cast<const unaligned_vec*>(p); }
   static void store(T* p, vec v) { *reinterpret_cast<unaligned_vec*>(p) = v; }
   static vec broadcast(T x) { return splat(x, std::make_index_sequence<lanes>{}); }
@@ -122,14 +126,21 @@ namespace detail {
 template <typename T>
 constexpr int64_t kChunk = 1024 / sizeof(T);  // K per pass: 256 floats, 128 doubles
 
-constexpr int kMaxRows = 4;
+// Rows of a tile of NP panels: its accumulators, the NP panel rows and one broadcast fit the vector
+// registers. With AVX-512 a one-panel tile (a cell's thin batch, 16 columns) takes 16 rows: each
+// broadcast there feeds a single FMA, and 8 rows ran ~15% slower (24 rows slower still).
 constexpr int kMaxPanels = 3;
+constexpr int max_rows(int panels) { return kVectorRegisters == 32 ? (panels == 1 ? 16 : 8) : 4; }
+static_assert(max_rows(1) + 2 <= kVectorRegisters && 2 * max_rows(2) + 3 <= kVectorRegisters &&
+              3 * max_rows(3) + 4 <= kVectorRegisters);
 
 // An empty asm that takes v in a vector register: the compiler must keep it there, not reload it
-// as a memory operand of each FMA (x86; elsewhere nothing).
+// as a memory operand of each FMA (x86; elsewhere nothing). "v" admits AVX-512's zmm16-31 too.
 template <typename V>
 inline void keep_in_register(V& v) {
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__AVX512F__)
+  asm("" : "+v"(v));
+#elif defined(__x86_64__) || defined(__i386__)
   asm("" : "+x"(v));
 #else
   (void)v;
@@ -180,16 +191,14 @@ void tile(const T* a, int64_t a_row, int64_t a_col, const T* panel, int64_t pane
   }
 }
 
-template <typename T, int NP>
-void rows_tile(int rows, const T* a, int64_t a_row, int64_t a_col, const T* panel, int64_t panel_stride,
-               int64_t panel_row, int64_t K, T* c, int64_t ldc, int64_t width, bool accumulate) {
-  switch (rows) {
-#define DLUNITS_TILE_CASE(MR)                                                                                   \
-  case MR:                                                                                                      \
-    return tile<T, MR, NP>(a, a_row, a_col, panel, panel_stride, panel_row, K, c, ldc, width, accumulate);
-    DLUNITS_TILE_CASE(1) DLUNITS_TILE_CASE(2) DLUNITS_TILE_CASE(3) DLUNITS_TILE_CASE(4)
-#undef DLUNITS_TILE_CASE
-  }
+// tile<T, rows, NP> for rows in 1 … R: one comparison per size, no table of cases to keep.
+template <typename T, int NP, int... R>
+void rows_tile(std::integer_sequence<int, R...>, int rows, const T* a, int64_t a_row, int64_t a_col,
+               const T* panel, int64_t panel_stride, int64_t panel_row, int64_t K, T* c, int64_t ldc,
+               int64_t width, bool accumulate) {
+  (void)((rows == R + 1 &&
+          (tile<T, R + 1, NP>(a, a_row, a_col, panel, panel_stride, panel_row, K, c, ldc, width, accumulate), true)) ||
+         ...);
 }
 
 template <typename T>
@@ -197,9 +206,12 @@ void group_tile(int panels, int rows, const T* a, int64_t a_row, int64_t a_col, 
                 int64_t panel_stride, int64_t panel_row, int64_t K, T* c, int64_t ldc, int64_t width,
                 bool accumulate) {
   switch (panels) {
-    case 1: return rows_tile<T, 1>(rows, a, a_row, a_col, panel, panel_stride, panel_row, K, c, ldc, width, accumulate);
-    case 2: return rows_tile<T, 2>(rows, a, a_row, a_col, panel, panel_stride, panel_row, K, c, ldc, width, accumulate);
-    case 3: return rows_tile<T, 3>(rows, a, a_row, a_col, panel, panel_stride, panel_row, K, c, ldc, width, accumulate);
+#define DLUNITS_GROUP_CASE(NP)                                                                                 \
+  case NP:                                                                                                     \
+    return rows_tile<T, NP>(std::make_integer_sequence<int, max_rows(NP)>{}, rows, a, a_row, a_col, panel,     \
+                            panel_stride, panel_row, K, c, ldc, width, accumulate);
+    DLUNITS_GROUP_CASE(1) DLUNITS_GROUP_CASE(2) DLUNITS_GROUP_CASE(3)
+#undef DLUNITS_GROUP_CASE
   }
 }
 
@@ -212,12 +224,12 @@ void panel_gemm(const MatrixA<T>& a, int64_t M, const Panels<T>& b, int64_t p_be
                 int64_t ldc, bool accumulate) {
   constexpr int L = Simd<T>::lanes;
   const int64_t K = b.depth;
-  // Balanced row tiles of at most kMaxRows: the first `longer` tiles get one row more.
-  const int64_t tiles = (M + detail::kMaxRows - 1) / detail::kMaxRows;
-  const int64_t short_rows = tiles > 0 ? M / tiles : 0, longer = tiles > 0 ? M % tiles : 0;
   for (int64_t p = p_begin; p < p_end; p += detail::kMaxPanels) {
     const int panels = static_cast<int>(std::min<int64_t>(detail::kMaxPanels, p_end - p));
     const int64_t width = b.width(p + panels - 1);  // only the last panel can be partial
+    // Balanced row tiles of at most max_rows(panels): the first `longer` tiles get one row more.
+    const int64_t tiles = (M + detail::max_rows(panels) - 1) / detail::max_rows(panels);
+    const int64_t short_rows = tiles > 0 ? M / tiles : 0, longer = tiles > 0 ? M % tiles : 0;
     if (K == 0 && !accumulate) {  // an empty sum
       for (int64_t m = 0; m < M; ++m) std::fill_n(c + m * ldc + p * L, (panels - 1) * L + width, T(0));
       continue;

@@ -22,13 +22,14 @@
 //
 // Cost per step (B rows, H units, G gates): 2·B·G·H·H FLOPs for the recurrent
 // product against ~(3G + 4)·B·H elements moved by the pass; at B = 16, H = 256 on two
-// Zen 3 cores (8 rows each) the product is ~0.06 ms (~69 GFLOP/s a core; 84 on one core
-// alone, ~90% of its FMA peak) and the pass ~0.015 ms.
+// Zen 3 cores (AVX2, 8 rows each) the product is ~0.06 ms (~69 GFLOP/s a core; 84 on one
+// core alone, ~90% of its FMA peak) and the pass ~0.015 ms. With AVX-512 the products and
+// passes run on 16 float lanes (see panel_gemm.h).
 //
 // Precision: float64 uses std::exp and std::tanh; float32 the vectorised sigmoid and tanh of
 // vector_math.h (within 4 ulp, NaN and infinities as torch's).
 //
-// Threads: the sequence splits the batch, the cell splits the units in blocks of 8,
+// Threads: the sequence splits the batch, the cell splits the units in blocks of one vector,
 // the per-step passes of packed sequences split rows (>= 16 K elements per chunk).
 // Every element is written by one thread and computed in the same order whatever the
 // split, and the column sum keeps a fixed order over rows, so results do not depend
@@ -53,8 +54,9 @@ namespace {
 
 // --- the step passes' arithmetic, on packs of `lanes` units -----------------------------------------------------
 //
-// A pack is eight float32 units on the vector math of vector_math.h, or one unit of any other type in its
-// op-math type (float64: std::exp and std::tanh; the half types only instantiate it, the CPU refuses them).
+// A pack is a vector of float32 units (cpu::kLanes: 8, or 16 with AVX-512) on the vector math of
+// vector_math.h, or one unit of any other type in its op-math type (float64: std::exp and std::tanh;
+// the half types only instantiate it, the CPU refuses them).
 // The LSTM's and RNN's equations below are written once, on packs.
 
 template <typename scalar_t>
@@ -175,10 +177,10 @@ void lstm_backward_row(const scalar_t* dh_a, const scalar_t* dh_b, const scalar_
 // The recurrence of one batch row never reads another row, so threads split the batch: each runs the
 // whole sequence on its rows (one parallel region, no synchronisation between steps), reading all of
 // the packed W_hh at every step. Per step and row block: the G gates' pre-activations
-// A = h_{t-1} · W_hhᵀ (cpu::panel_gemm, 8-row tiles), then the step pass over those rows.
+// A = h_{t-1} · W_hhᵀ (cpu::panel_gemm), then the step pass over those rows.
 // Backward through time is the same with dh = dZ_{t+1} · W_hh.
 
-// Rows per thread: at least one full tile (8), and one thread below ~1 MFLOP in all.
+// Rows per thread: at least 8 (a full tile or two), and one thread below ~1 MFLOP in all.
 inline int64_t batch_grain(int64_t rows, int64_t flops_per_row) {
   return flops_per_row * rows < (int64_t(1) << 20) ? std::max<int64_t>(rows, 1) : 8;
 }
@@ -268,11 +270,11 @@ void sequence_backward(const PersistentBackward<scalar_t>& p) {
 
 // A cell (one step, no projection): zᵀ = W_ih · xᵀ and W_hh · h0ᵀ, the weights read in place as the
 // broadcast operand and the thin xᵀ, h0ᵀ packed as panels, so nothing of the size of a weight is copied
-// per call. Threads split the units in blocks of 8 (all G gates of each); a thread transposes its units'
+// per call. Threads split the units in blocks of one vector (all G gates of each); a thread transposes its units'
 // columns to rows and runs the step pass on them.
 template <typename scalar_t>
 void cell_forward_pass(const CellForward& p) {
-  constexpr int64_t kUnits = 8;
+  constexpr int64_t kUnits = Pack<scalar_t>::lanes > 1 ? Pack<scalar_t>::lanes : 8;  // whole packs for the pass
   const int64_t B = p.input.size(0), I = p.input.size(1), H = p.h0.size(1), GH = p.weight_ih.size(0), G = GH / H;
   const auto options = p.input.options();
   const at::Tensor input_t = cpu::pack_transposed(p.input.const_data_ptr<scalar_t>(), B, I, options);

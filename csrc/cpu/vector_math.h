@@ -1,10 +1,10 @@
-// dlunits — float32 exp, sigmoid and tanh on eight lanes at once, for the CPU's fused passes
-// (the dense unit's epilogue, the recurrent units' gate passes).
+// dlunits — float32 exp, sigmoid and tanh on a vector of lanes at once, for the CPU's fused passes
+// (the dense unit's epilogue, the recurrent units' gate passes), and the build's vector width.
 //
 // std::exp and std::tanh are scalar library calls that cost several times a pass's other work
 // per element, and the auto-vectoriser gives up on branch-free replacements (their clamps become
-// control flow). So these are written on eight lanes with the GCC/Clang vector extension (AVX
-// where the build targets it, two SSE halves otherwise). Each is within 4 ulp of the exact value
+// control flow). So these are written on kLanes lanes with the GCC/Clang vector extension: 16
+// where the build targets AVX-512, otherwise 8 (AVX, or two SSE halves). Each is within 4 ulp of the exact value
 // over the whole float range, with infinities and NaN as torch gives them
 // (tests/test_linear.py::test_fast_float_activations checks it through the dense unit).
 #pragma once
@@ -14,9 +14,26 @@
 namespace dlunits {
 namespace cpu {
 
-using Floats = float __attribute__((vector_size(32)));
-using Ints = int32_t __attribute__((vector_size(32)));
-constexpr int64_t kLanes = 8;
+// The vector width the CPU kernels are written for: a zmm register where the build targets AVX-512,
+// a ymm register otherwise. (-DDLUNITS_VECTOR_BYTES=32 keeps 32 on an AVX-512 build, to compare.)
+#ifndef DLUNITS_VECTOR_BYTES
+#if defined(__AVX512F__)
+#define DLUNITS_VECTOR_BYTES 64
+#else
+#define DLUNITS_VECTOR_BYTES 32
+#endif
+#endif
+constexpr int kVectorBytes = DLUNITS_VECTOR_BYTES;
+// Vector registers the compiler may allocate: 32 with AVX-512 (zmm0-31), 16 otherwise.
+#if defined(__AVX512F__)
+constexpr int kVectorRegisters = 32;
+#else
+constexpr int kVectorRegisters = 16;
+#endif
+
+using Floats = float __attribute__((vector_size(kVectorBytes)));
+using Ints = int32_t __attribute__((vector_size(kVectorBytes)));
+constexpr int64_t kLanes = kVectorBytes / sizeof(float);
 
 inline Floats splat(float v) { return Floats{} + v; }
 

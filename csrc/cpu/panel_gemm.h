@@ -30,8 +30,10 @@
 // Measured on one Zen 3 core (AVX2, FMA peak ~93 GFLOP/s; a recurrent step's 8 rows against a
 // packed W_hh of 1024 columns, K = 256): 84 GFLOP/s, against 66 for the earlier 6 + 2 rows by
 // two panels (its 2-row tile, 4 accumulators, was latency-bound) and 55 for MKL's sgemm. Two
-// threads on the two cores: 69 each, against 64. On a Sapphire Rapids core (AVX-512) see
-// benchmarks/results/vm-cpu-recurrent-20261206/NOTES.md.
+// threads on the two cores: 69 each, against 64. On a Sapphire Rapids core (AVX-512, 16 lanes):
+// 117-148 GFLOP/s on the same step, the core's FMA roofline, 1.7-2.0x the AVX2 build of this
+// file on the same core and 1.5-1.8x MKL's per-call sgemm (benchmarks/panel_gemm_widths.py;
+// benchmarks/results/vm-cpu-recurrent-20261206/NOTES.md).
 //
 // Cost: 2·M·N·K FLOPs. Bytes: B once per call when the tile loop keeps it in cache
 // (a panel group's chunk is reused by every row tile), A once per group from L1/L2, C

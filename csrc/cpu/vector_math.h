@@ -14,20 +14,14 @@
 namespace dlunits {
 namespace cpu {
 
-// The vector width the CPU kernels are written for: a zmm register where the build targets AVX-512,
-// a ymm register otherwise. (-DDLUNITS_VECTOR_BYTES=32 keeps 32 on an AVX-512 build, to compare.)
-#ifndef DLUNITS_VECTOR_BYTES
+// The vector width the CPU kernels are written for, and the vector registers the compiler may
+// allocate: zmm0-31 where the build targets AVX-512, 16 ymm registers otherwise
+// (benchmarks/panel_gemm_widths.py compares the two builds on one machine).
 #if defined(__AVX512F__)
-#define DLUNITS_VECTOR_BYTES 64
-#else
-#define DLUNITS_VECTOR_BYTES 32
-#endif
-#endif
-constexpr int kVectorBytes = DLUNITS_VECTOR_BYTES;
-// Vector registers the compiler may allocate: 32 with AVX-512 (zmm0-31), 16 otherwise.
-#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
 constexpr int kVectorRegisters = 32;
 #else
+constexpr int kVectorBytes = 32;
 constexpr int kVectorRegisters = 16;
 #endif
 

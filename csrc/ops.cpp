@@ -58,29 +58,34 @@ TORCH_LIBRARY(dlunits, m) {
   // non-increasing (a padded [T, B, I] sequence is batch_sizes = [B] * T). Gates in torch's order (i, f, g, o);
   // gates and cells are the LSTM's saved activations; lstm_layer's save=False (no backward will follow)
   // returns them with no rows. grad_bias is the gradient of bias_ih and of bias_hh ([0] without a bias),
-  // grad_weight_hr is [0] without a projection. The backward ops have no derivative.
+  // grad_weight_hr is [0] without a projection. A backward op's output_mask, as ATen's, says which
+  // gradients to compute: (the input's, the weights' and biases'); the others come back with no rows.
+  // The backward ops have no derivative.
   m.def("rnn_cell(Tensor input, Tensor hx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
         "str nonlinearity) -> Tensor");
   m.def("rnn_cell_backward(Tensor grad_hy, Tensor input, Tensor hx, Tensor weight_ih, Tensor weight_hh, Tensor hy, "
-        "str nonlinearity, bool has_bias) -> (Tensor grad_input, Tensor grad_hx, Tensor grad_weight_ih, "
-        "Tensor grad_weight_hh, Tensor grad_bias)");
+        "str nonlinearity, bool has_bias, bool[2] output_mask=[True, True]) -> (Tensor grad_input, Tensor grad_hx, "
+        "Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias)");
   m.def("lstm_cell(Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
         "Tensor? bias_hh) -> (Tensor hy, Tensor cy, Tensor gates, Tensor cells)");
   m.def("lstm_cell_backward(Tensor grad_hy, Tensor grad_cy, Tensor input, Tensor hx, Tensor cx, Tensor weight_ih, "
-        "Tensor weight_hh, Tensor cy, Tensor gates, bool has_bias) -> (Tensor grad_input, Tensor grad_hx, "
-        "Tensor grad_cx, Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias)");
+        "Tensor weight_hh, Tensor cy, Tensor gates, bool has_bias, bool[2] output_mask=[True, True]) -> "
+        "(Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_weight_ih, Tensor grad_weight_hh, "
+        "Tensor grad_bias)");
   m.def("rnn_layer(Tensor input, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
         "int[] batch_sizes, bool reverse, str nonlinearity) -> (Tensor output, Tensor h_n)");
   m.def("rnn_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor h0, Tensor weight_ih, "
-        "Tensor weight_hh, Tensor output, int[] batch_sizes, bool reverse, str nonlinearity, bool has_bias) -> "
-        "(Tensor grad_input, Tensor grad_h0, Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias)");
+        "Tensor weight_hh, Tensor output, int[] batch_sizes, bool reverse, str nonlinearity, bool has_bias, "
+        "bool[2] output_mask=[True, True]) -> (Tensor grad_input, Tensor grad_h0, Tensor grad_weight_ih, "
+        "Tensor grad_weight_hh, Tensor grad_bias)");
   m.def("lstm_layer(Tensor input, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
         "Tensor? bias_hh, Tensor? weight_hr, int[] batch_sizes, bool reverse, bool save=True) -> "
         "(Tensor output, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)");
   m.def("lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, Tensor h0, "
         "Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? weight_hr, Tensor output, Tensor gates, "
-        "Tensor cells, int[] batch_sizes, bool reverse, bool has_bias) -> (Tensor grad_input, Tensor grad_h0, "
-        "Tensor grad_c0, Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias, Tensor grad_weight_hr)");
+        "Tensor cells, int[] batch_sizes, bool reverse, bool has_bias, bool[2] output_mask=[True, True]) -> "
+        "(Tensor grad_input, Tensor grad_h0, Tensor grad_c0, Tensor grad_weight_ih, Tensor grad_weight_hh, "
+        "Tensor grad_bias, Tensor grad_weight_hr)");
   // The dense unit: y[*, o] = act(bias[o] + Σ_i input[*, i] · weight[o, i]), act one of
   // 'none', 'relu', 'sigmoid', 'tanh' (the fused epilogue).
   m.def("linear(Tensor input, Tensor weight, Tensor? bias, str activation=\"none\") -> Tensor");

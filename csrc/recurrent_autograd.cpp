@@ -18,11 +18,13 @@
 // LSTM the gates and the cells (for a cell a copy of c', so that the caller may
 // change hy and cy in place, as torch's cells allow). The gates and cells are
 // outputs without a gradient, and no zeros are made for them. One gradient serves
-// bias_ih and bias_hh; an absent bias gets none.
+// bias_ih and bias_hh; an absent bias gets none. The backward op computes only the gradients autograd
+// wants (its output_mask: the input's, the weights'), as torch's own nodes do.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <array>
 #include <initializer_list>
 #include <optional>
 #include <string>
@@ -48,8 +50,9 @@ void note_biases(AutogradContext* ctx, const std::optional<at::Tensor>& bias_ih,
   ctx->saved_data["has_bias_hh"] = given(bias_hh);
 }
 
-// The bias gradient for bias_ih and bias_hh, each where it was given.
-std::pair<at::Tensor, at::Tensor> bias_grads(AutogradContext* ctx, const at::Tensor& grad_bias) {
+// The bias gradient for bias_ih and bias_hh, each where it was given (and computed).
+std::pair<at::Tensor, at::Tensor> bias_grads(AutogradContext* ctx, const at::Tensor& grad_bias, bool computed) {
+  if (!computed) return {};
   return {ctx->saved_data["has_bias_ih"].toBool() ? grad_bias : at::Tensor(),
           ctx->saved_data["has_bias_hh"].toBool() ? grad_bias : at::Tensor()};
 }
@@ -57,6 +60,18 @@ std::pair<at::Tensor, at::Tensor> bias_grads(AutogradContext* ctx, const at::Ten
 bool has_bias(AutogradContext* ctx) {
   return ctx->saved_data["has_bias_ih"].toBool() || ctx->saved_data["has_bias_hh"].toBool();
 }
+
+// The backward op's output_mask: (the input's gradient, the weights' and biases'), from the inputs autograd
+// wants gradients of. Its edges are the tensor arguments given: the input first, the weights and biases
+// last from edge first_weight (weight_ih, weight_hh, each bias given, weight_hr where given).
+std::array<bool, 2> output_mask(AutogradContext* ctx, size_t first_weight, bool has_weight_hr = false) {
+  const size_t weights = 2 + ctx->saved_data["has_bias_ih"].toBool() + ctx->saved_data["has_bias_hh"].toBool() +
+                         has_weight_hr;
+  return {ctx->needs_input_grad(0), ctx->needs_input_grad({{first_weight, first_weight + weights}})};
+}
+
+// A gradient the op computed, or none where it was not asked for (it came back with no rows).
+at::Tensor wanted(const at::Tensor& grad, bool computed) { return computed ? grad : at::Tensor(); }
 
 // The backward ops' autograd is Python's (dlunits/ops.py: it refuses double backward). Only a backward
 // that builds a graph (create_graph) needs it; otherwise the op runs below autograd, and the step
@@ -91,15 +106,17 @@ class RnnCellFunction : public torch::autograd::Function<RnnCellFunction> {
     using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
     static const auto op = op_handle<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                            const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                           c10::string_view, bool)>("dlunits::rnn_cell_backward");
+                                           c10::string_view, bool, std::array<bool, 2>)>("dlunits::rnn_cell_backward");
     if (!grads[0].defined()) return variable_list(7);  // nothing reached h'
     const auto saved = ctx->get_saved_variables();
     const std::string nonlinearity = ctx->saved_data["nonlinearity"].toStringRef();
+    const auto mask = output_mask(ctx, 2);
     const BelowAutogradUnlessGraphed dispatch;
     const auto [grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias] =
-        op.call(grads[0], saved[0], saved[1], saved[2], saved[3], saved[4], nonlinearity, has_bias(ctx));
-    const auto [grad_bias_ih, grad_bias_hh] = bias_grads(ctx, grad_bias);
-    return {grad_input, grad_hx, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh, at::Tensor()};
+        op.call(grads[0], saved[0], saved[1], saved[2], saved[3], saved[4], nonlinearity, has_bias(ctx), mask);
+    const auto [grad_bias_ih, grad_bias_hh] = bias_grads(ctx, grad_bias, mask[1]);
+    return {wanted(grad_input, mask[0]), grad_hx, wanted(grad_weight_ih, mask[1]), wanted(grad_weight_hh, mask[1]),
+            grad_bias_ih, grad_bias_hh, at::Tensor()};
   }
 };
 
@@ -127,18 +144,20 @@ class LstmCellFunction : public torch::autograd::Function<LstmCellFunction> {
     using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
     static const auto op = op_handle<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                            const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                           const at::Tensor&, const at::Tensor&, const at::Tensor&, bool)>(
-        "dlunits::lstm_cell_backward");
+                                           const at::Tensor&, const at::Tensor&, const at::Tensor&, bool,
+                                           std::array<bool, 2>)>("dlunits::lstm_cell_backward");
     if (!grads[0].defined() && !grads[1].defined()) return variable_list(7);
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& cells = saved[5];  // c', the size of h' and c'
+    const auto mask = output_mask(ctx, 3);
     const BelowAutogradUnlessGraphed dispatch;
     const at::Tensor grad_hy = grads[0].defined() ? grads[0] : at::zeros_like(cells);
     const at::Tensor grad_cy = grads[1].defined() ? grads[1] : at::zeros_like(cells);
     const auto [grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias] = op.call(
-        grad_hy, grad_cy, saved[0], saved[1], saved[2], saved[3], saved[4], cells, saved[6], has_bias(ctx));
-    const auto [grad_bias_ih, grad_bias_hh] = bias_grads(ctx, grad_bias);
-    return {grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh};
+        grad_hy, grad_cy, saved[0], saved[1], saved[2], saved[3], saved[4], cells, saved[6], has_bias(ctx), mask);
+    const auto [grad_bias_ih, grad_bias_hh] = bias_grads(ctx, grad_bias, mask[1]);
+    return {wanted(grad_input, mask[0]), grad_hx, grad_cx, wanted(grad_weight_ih, mask[1]),
+            wanted(grad_weight_hh, mask[1]), grad_bias_ih, grad_bias_hh};
   }
 };
 
@@ -173,19 +192,20 @@ class RnnLayerFunction : public torch::autograd::Function<RnnLayerFunction> {
     using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
     static const auto op = op_handle<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                            const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                           const at::Tensor&, c10::IntArrayRef, bool, c10::string_view, bool)>(
-        "dlunits::rnn_layer_backward");
+                                           const at::Tensor&, c10::IntArrayRef, bool, c10::string_view, bool,
+                                           std::array<bool, 2>)>("dlunits::rnn_layer_backward");
     if (!grads[0].defined() && !grads[1].defined()) return variable_list(9);
     const auto saved = ctx->get_saved_variables();
     const std::vector<int64_t> batch_sizes = ctx->saved_data["batch_sizes"].toIntVector();
     const std::string nonlinearity = ctx->saved_data["nonlinearity"].toStringRef();
+    const auto mask = output_mask(ctx, 2);
     const BelowAutogradUnlessGraphed dispatch;
     const auto [grad_input, grad_h0, grad_weight_ih, grad_weight_hh, grad_bias] =
         op.call(or_zeros(grads[0], saved[4]), or_zeros(grads[1], saved[1]), saved[0], saved[1], saved[2], saved[3],
-                saved[4], batch_sizes, ctx->saved_data["reverse"].toBool(), nonlinearity, has_bias(ctx));
-    const auto [grad_bias_ih, grad_bias_hh] = bias_grads(ctx, grad_bias);
-    return {grad_input, grad_h0, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh,
-            at::Tensor(), at::Tensor(), at::Tensor()};
+                saved[4], batch_sizes, ctx->saved_data["reverse"].toBool(), nonlinearity, has_bias(ctx), mask);
+    const auto [grad_bias_ih, grad_bias_hh] = bias_grads(ctx, grad_bias, mask[1]);
+    return {wanted(grad_input, mask[0]), grad_h0, wanted(grad_weight_ih, mask[1]), wanted(grad_weight_hh, mask[1]),
+            grad_bias_ih, grad_bias_hh, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -221,20 +241,23 @@ class LstmLayerFunction : public torch::autograd::Function<LstmLayerFunction> {
     static const auto op = op_handle<Grads(
         const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
         const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&,
-        const at::Tensor&, const at::Tensor&, c10::IntArrayRef, bool, bool)>("dlunits::lstm_layer_backward");
+        const at::Tensor&, const at::Tensor&, c10::IntArrayRef, bool, bool, std::array<bool, 2>)>(
+        "dlunits::lstm_layer_backward");
     if (!grads[0].defined() && !grads[1].defined() && !grads[2].defined()) return variable_list(11);
     const auto saved = ctx->get_saved_variables();
     const bool projected = ctx->saved_data["has_weight_hr"].toBool();
     const std::optional<at::Tensor> weight_hr = projected ? std::optional<at::Tensor>(saved[5]) : std::nullopt;
     const std::vector<int64_t> batch_sizes = ctx->saved_data["batch_sizes"].toIntVector();
+    const auto mask = output_mask(ctx, 3, projected);
     const BelowAutogradUnlessGraphed dispatch;
     const auto [grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias, grad_weight_hr] = op.call(
         or_zeros(grads[0], saved[6]), or_zeros(grads[1], saved[1]), or_zeros(grads[2], saved[2]), saved[0], saved[1],
         saved[2], saved[3], saved[4], weight_hr, saved[6], saved[7], saved[8], batch_sizes,
-        ctx->saved_data["reverse"].toBool(), has_bias(ctx));
-    const auto [grad_bias_ih, grad_bias_hh] = bias_grads(ctx, grad_bias);
-    return {grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh,
-            projected ? grad_weight_hr : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+        ctx->saved_data["reverse"].toBool(), has_bias(ctx), mask);
+    const auto [grad_bias_ih, grad_bias_hh] = bias_grads(ctx, grad_bias, mask[1]);
+    return {wanted(grad_input, mask[0]), grad_h0, grad_c0, wanted(grad_weight_ih, mask[1]),
+            wanted(grad_weight_hh, mask[1]), grad_bias_ih, grad_bias_hh, wanted(grad_weight_hr, projected && mask[1]),
+            at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 

@@ -27,6 +27,9 @@
 //     dh = dZ_t · W_hh
 //   then, for all steps at once: dx = dZ · W_ih, dW_ih = dZᵀ · x, dW_hh = dZᵀ · h_prev,
 //   db = Σ_rows dZ (db_ih = db_hh), dW_hr = dh_totalᵀ · (o ⊙ tanh c).
+//   The backward ops' output_mask, as ATen's: (the input's gradient, the weights' and biases'); a
+//   product nobody asked for is not run, and its output comes back with no rows (dx is a third of a
+//   layer's backward products, and of a cell's four one).
 //
 // The matrix products issued here go through at::mm / at::mm_out (BLAS on the
 // CPU, cuBLAS on CUDA), as the project allows for the gate pre-activations and
@@ -47,6 +50,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <tuple>
 
 #include "recurrent_checks.h"
@@ -179,6 +183,8 @@ struct CellBackward {
   at::Tensor& grad_weight_ih;    // [G·H, I]  out: dZᵀ · x
   at::Tensor& grad_weight_hh;    // [G·H, H]  out: dZᵀ · h0
   at::Tensor& grad_bias;         // [G·H]     out: Σ_rows dZ ([0] without a bias)
+  bool input_grad;               // grad_input wanted (else it has no rows and is not computed)
+  bool weight_grads;             // the weight and bias gradients wanted (else the same)
 };
 
 // --- results -------------------------------------------------------------------------------------------------------
@@ -325,17 +331,19 @@ RecurrentBackward recurrent_backward(const RecurrentGeometry& g, RnnActivation a
                                      const at::Tensor& grad_c_n, const at::Tensor& input, const at::Tensor& h0,
                                      const at::Tensor& c0, const at::Tensor& weight_ih, const at::Tensor& weight_hh,
                                      const at::Tensor& weight_hr, const at::Tensor& output, const at::Tensor& gates,
-                                     const at::Tensor& cells, bool reverse, bool has_bias) {
+                                     const at::Tensor& cells, bool reverse, bool has_bias,
+                                     std::array<bool, 2> output_mask) {
   const bool lstm = g.gates == 4;
   const int64_t H = g.hidden_size, P = g.state_size, GH = g.gates * H, N = g.rows;
   const auto options = input.options();
+  const bool input_grad = output_mask[0], weight_grads = output_mask[1];
   RecurrentBackward r;
   at::Tensor grad_gates = at::empty({N, GH}, options);
-  r.grad_input = at::empty({N, g.input_size}, options);
-  r.grad_weight_ih = at::empty({GH, g.input_size}, options);
-  r.grad_weight_hh = at::empty({GH, P}, options);
-  r.grad_bias = at::empty({has_bias ? GH : 0}, options);
-  r.grad_weight_hr = at::empty(g.projected() ? weight_hr.sizes() : at::IntArrayRef{0}, options);
+  r.grad_input = at::empty({input_grad ? N : 0, g.input_size}, options);
+  r.grad_weight_ih = at::empty({weight_grads ? GH : 0, g.input_size}, options);
+  r.grad_weight_hh = at::empty({weight_grads ? GH : 0, P}, options);
+  r.grad_bias = at::empty({has_bias && weight_grads ? GH : 0}, options);
+  r.grad_weight_hr = g.projected() ? at::empty({weight_grads ? P : 0, H}, options) : at::empty({0}, options);
   // dh and dc: the gradient reaching the state, row b of the sequence in batch row b. An LSTM cell
   // (one step, no projection) given no grad_h_n reads none: its step pass adds no dh, and the product
   // after it writes every row of grad_h0.
@@ -390,13 +398,15 @@ RecurrentBackward recurrent_backward(const RecurrentGeometry& g, RnnActivation a
     if (g.steps() == 1 && !g.projected() &&
         Kernels::template cell_backward<scalar_t>(CellBackward{grad_gates, input, h0, weight_ih, weight_hh,
                                                               r.grad_input, r.grad_h0, r.grad_weight_ih,
-                                                              r.grad_weight_hh, r.grad_bias})) {
+                                                              r.grad_weight_hh, r.grad_bias, input_grad,
+                                                              weight_grads})) {
       return r;  // a cell whose products the device ran itself
     }
     mm_into(r.grad_h0.narrow(0, 0, rows), grad_gates.narrow(0, off, rows), weight_hh);
   }
 
-  mm_into(r.grad_input, grad_gates, weight_ih);
+  if (input_grad) mm_into(r.grad_input, grad_gates, weight_ih);
+  if (!weight_grads) return r;
   mm_into(r.grad_weight_ih, grad_gates.t(), input);
   mm_into(r.grad_weight_hh, grad_gates.t(), previous_states(g, output, h0, reverse));
   if (has_bias) Kernels::column_sum(dz, N, GH, r.grad_bias.mutable_data_ptr<scalar_t>());
@@ -440,7 +450,7 @@ template <typename Kernels>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_backward_op(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input, const at::Tensor& h0,
     const at::Tensor& weight_ih, const at::Tensor& weight_hh, const at::Tensor& output, at::IntArrayRef batch_sizes,
-    bool reverse, c10::string_view nonlinearity, bool has_bias) {
+    bool reverse, c10::string_view nonlinearity, bool has_bias, std::array<bool, 2> output_mask) {
   const char* op = "dlunits.rnn_layer_backward";
   const auto activation = rnn_activation_from_string(op, nonlinearity);
   const auto g = check_recurrent_layer(op, 1, input, h0, nullptr, weight_ih, weight_hh, std::nullopt, std::nullopt,
@@ -454,7 +464,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer
     r = recurrent_backward<scalar_t, Kernels>(g, activation, grad_output.contiguous(), grad_h_n, at::Tensor(),
                                               input.contiguous(), h0.contiguous(), at::Tensor(),
                                               weight_ih.contiguous(), weight_hh.contiguous(), at::Tensor(),
-                                              output.contiguous(), at::Tensor(), at::Tensor(), reverse, has_bias);
+                                              output.contiguous(), at::Tensor(), at::Tensor(), reverse, has_bias,
+                                              output_mask);
   });
   return {r.grad_input, r.grad_h0, r.grad_weight_ih, r.grad_weight_hh, r.grad_bias};
 }
@@ -484,7 +495,8 @@ lstm_layer_backward_op(const at::Tensor& grad_output, const at::Tensor& grad_h_n
                        const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
                        const at::Tensor& weight_ih, const at::Tensor& weight_hh,
                        const std::optional<at::Tensor>& weight_hr, const at::Tensor& output, const at::Tensor& gates,
-                       const at::Tensor& cells, at::IntArrayRef batch_sizes, bool reverse, bool has_bias) {
+                       const at::Tensor& cells, at::IntArrayRef batch_sizes, bool reverse, bool has_bias,
+                       std::array<bool, 2> output_mask) {
   const char* op = "dlunits.lstm_layer_backward";
   const auto g = check_recurrent_layer(op, 4, input, h0, &c0, weight_ih, weight_hh, std::nullopt, std::nullopt,
                                        weight_hr, batch_sizes);
@@ -501,7 +513,7 @@ lstm_layer_backward_op(const at::Tensor& grad_output, const at::Tensor& grad_h_n
                                               grad_c_n, input.contiguous(), h0.contiguous(), c0.contiguous(),
                                               weight_ih.contiguous(), weight_hh.contiguous(),
                                               defined_or_empty(weight_hr), output.contiguous(), gates.contiguous(),
-                                              cells.contiguous(), reverse, has_bias);
+                                              cells.contiguous(), reverse, has_bias, output_mask);
   });
   return {r.grad_input, r.grad_h0, r.grad_c0, r.grad_weight_ih, r.grad_weight_hh, r.grad_bias, r.grad_weight_hr};
 }
@@ -529,7 +541,8 @@ at::Tensor rnn_cell_op(const at::Tensor& input, const at::Tensor& hx, const at::
 template <typename Kernels>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_cell_backward_op(
     const at::Tensor& grad_hy, const at::Tensor& input, const at::Tensor& hx, const at::Tensor& weight_ih,
-    const at::Tensor& weight_hh, const at::Tensor& hy, c10::string_view nonlinearity, bool has_bias) {
+    const at::Tensor& weight_hh, const at::Tensor& hy, c10::string_view nonlinearity, bool has_bias,
+    std::array<bool, 2> output_mask) {
   const char* op = "dlunits.rnn_cell_backward";
   const auto activation = rnn_activation_from_string(op, nonlinearity);
   const auto g = check_recurrent_cell(op, 1, input, hx, nullptr, weight_ih, weight_hh, std::nullopt, std::nullopt);
@@ -541,7 +554,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_cell_
     r = recurrent_backward<scalar_t, Kernels>(g, activation, grad_hy.contiguous(), at::Tensor(), at::Tensor(),
                                               input.contiguous(), hx.contiguous(), at::Tensor(),
                                               weight_ih.contiguous(), weight_hh.contiguous(), at::Tensor(),
-                                              hy.contiguous(), at::Tensor(), at::Tensor(), false, has_bias);
+                                              hy.contiguous(), at::Tensor(), at::Tensor(), false, has_bias,
+                                              output_mask);
   });
   return {r.grad_input, r.grad_h0, r.grad_weight_ih, r.grad_weight_hh, r.grad_bias};
 }
@@ -571,7 +585,7 @@ template <typename Kernels>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_cell_backward_op(
     const at::Tensor& grad_hy, const at::Tensor& grad_cy, const at::Tensor& input, const at::Tensor& hx,
     const at::Tensor& cx, const at::Tensor& weight_ih, const at::Tensor& weight_hh, const at::Tensor& cy,
-    const at::Tensor& gates, bool has_bias) {
+    const at::Tensor& gates, bool has_bias, std::array<bool, 2> output_mask) {
   const char* op = "dlunits.lstm_cell_backward";
   const auto g = check_recurrent_cell(op, 4, input, hx, &cx, weight_ih, weight_hh, std::nullopt, std::nullopt);
   const typename Kernels::DeviceGuard guard(input);
@@ -587,7 +601,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     r = recurrent_backward<scalar_t, Kernels>(g, RnnActivation::Tanh, grad_hy.contiguous(), at::Tensor(),
                                               grad_cy, input.contiguous(), hx.contiguous(), cx.contiguous(),
                                               weight_ih.contiguous(), weight_hh.contiguous(), at::Tensor(),
-                                              at::Tensor(), gates.contiguous(), cy.contiguous(), false, has_bias);
+                                              at::Tensor(), gates.contiguous(), cy.contiguous(), false, has_bias,
+                                              output_mask);
   });
   return {r.grad_input, r.grad_h0, r.grad_c0, r.grad_weight_ih, r.grad_weight_hh, r.grad_bias};
 }

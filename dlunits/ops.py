@@ -330,15 +330,27 @@ def _rnn_cell_fake(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, nonlineari
     return input.new_empty(hx.shape)
 
 
+def _masked_grads(input, output_mask, weights, has_bias):
+    """The shapes of a recurrent backward op's gradients of the input, the weights and the bias, as its
+    output_mask leaves them: an unwanted one has no rows (the bias gradient is [0] without a bias)."""
+    want_input, want_weights = output_mask
+    grad_input = input.new_empty((input.shape[0] if want_input else 0, input.shape[1]))
+    grad_weights = [input.new_empty((w.shape[0] if want_weights else 0, *w.shape[1:])) for w in weights]
+    grad_bias = input.new_empty((weights[0].shape[0] if has_bias and want_weights else 0,))
+    return grad_input, grad_weights, grad_bias
+
+
 @torch.library.register_fake("dlunits::rnn_cell_backward")
-def _rnn_cell_backward_fake(grad_hy, input, hx, weight_ih, weight_hh, hy, nonlinearity, has_bias):
+def _rnn_cell_backward_fake(grad_hy, input, hx, weight_ih, weight_hh, hy, nonlinearity, has_bias,
+                            output_mask=(True, True)):
     op = "dlunits.rnn_cell_backward"
     _C.check_rnn_activation(nonlinearity, op)
     _C.check_recurrent_cell(input, hx, None, weight_ih, weight_hh, None, None, op)
     for name, t in (("grad_hy", grad_hy), ("hy", hy)):
         _C.check_recurrent_backward_tensor(input, t, list(hx.shape), name, op)
-    return (input.new_empty(input.shape), input.new_empty(hx.shape), input.new_empty(weight_ih.shape),
-            input.new_empty(weight_hh.shape), input.new_empty((weight_ih.shape[0] if has_bias else 0,)))
+    grad_input, (grad_weight_ih, grad_weight_hh), grad_bias = _masked_grads(input, output_mask,
+                                                                            (weight_ih, weight_hh), has_bias)
+    return grad_input, input.new_empty(hx.shape), grad_weight_ih, grad_weight_hh, grad_bias
 
 
 @torch.library.register_fake("dlunits::lstm_cell")
@@ -349,15 +361,16 @@ def _lstm_cell_fake(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh):
 
 
 @torch.library.register_fake("dlunits::lstm_cell_backward")
-def _lstm_cell_backward_fake(grad_hy, grad_cy, input, hx, cx, weight_ih, weight_hh, cy, gates, has_bias):
+def _lstm_cell_backward_fake(grad_hy, grad_cy, input, hx, cx, weight_ih, weight_hh, cy, gates, has_bias,
+                             output_mask=(True, True)):
     op = "dlunits.lstm_cell_backward"
     _C.check_recurrent_cell(input, hx, cx, weight_ih, weight_hh, None, None, op)
     for name, t in (("grad_hy", grad_hy), ("grad_cy", grad_cy), ("cy", cy)):
         _C.check_recurrent_backward_tensor(input, t, list(hx.shape), name, op)
     _C.check_recurrent_backward_tensor(input, gates, [hx.shape[0], weight_ih.shape[0]], "gates", op)
-    return (input.new_empty(input.shape), input.new_empty(hx.shape), input.new_empty(cx.shape),
-            input.new_empty(weight_ih.shape), input.new_empty(weight_hh.shape),
-            input.new_empty((weight_ih.shape[0] if has_bias else 0,)))
+    grad_input, (grad_weight_ih, grad_weight_hh), grad_bias = _masked_grads(input, output_mask,
+                                                                            (weight_ih, weight_hh), has_bias)
+    return grad_input, input.new_empty(hx.shape), input.new_empty(cx.shape), grad_weight_ih, grad_weight_hh, grad_bias
 
 
 @torch.library.register_fake("dlunits::rnn_layer")
@@ -370,7 +383,7 @@ def _rnn_layer_fake(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, batch_siz
 
 @torch.library.register_fake("dlunits::rnn_layer_backward")
 def _rnn_layer_backward_fake(grad_output, grad_h_n, input, h0, weight_ih, weight_hh, output, batch_sizes, reverse,
-                             nonlinearity, has_bias):
+                             nonlinearity, has_bias, output_mask=(True, True)):
     op = "dlunits.rnn_layer_backward"
     _C.check_rnn_activation(nonlinearity, op)
     _C.check_recurrent_layer(input, h0, None, weight_ih, weight_hh, None, None, None, batch_sizes, op)
@@ -378,8 +391,9 @@ def _rnn_layer_backward_fake(grad_output, grad_h_n, input, h0, weight_ih, weight
     for name, t, size in (("grad_output", grad_output, rows), ("grad_h_n", grad_h_n, list(h0.shape)),
                           ("output", output, rows)):
         _C.check_recurrent_backward_tensor(input, t, size, name, op)
-    return (input.new_empty(input.shape), input.new_empty(h0.shape), input.new_empty(weight_ih.shape),
-            input.new_empty(weight_hh.shape), input.new_empty((weight_ih.shape[0] if has_bias else 0,)))
+    grad_input, (grad_weight_ih, grad_weight_hh), grad_bias = _masked_grads(input, output_mask,
+                                                                            (weight_ih, weight_hh), has_bias)
+    return grad_input, input.new_empty(h0.shape), grad_weight_ih, grad_weight_hh, grad_bias
 
 
 @torch.library.register_fake("dlunits::lstm_layer")
@@ -395,7 +409,7 @@ def _lstm_layer_fake(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weig
 
 @torch.library.register_fake("dlunits::lstm_layer_backward")
 def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, h0, c0, weight_ih, weight_hh, weight_hr,
-                              output, gates, cells, batch_sizes, reverse, has_bias):
+                              output, gates, cells, batch_sizes, reverse, has_bias, output_mask=(True, True)):
     op = "dlunits.lstm_layer_backward"
     _C.check_recurrent_layer(input, h0, c0, weight_ih, weight_hh, None, None, weight_hr, batch_sizes, op)
     rows = input.shape[0]
@@ -403,10 +417,11 @@ def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, h0, c0, we
                           ("grad_c_n", grad_c_n, list(c0.shape)), ("output", output, [rows, h0.shape[1]]),
                           ("gates", gates, [rows, weight_ih.shape[0]]), ("cells", cells, [rows, c0.shape[1]])):
         _C.check_recurrent_backward_tensor(input, t, size, name, op)
-    return (input.new_empty(input.shape), input.new_empty(h0.shape), input.new_empty(c0.shape),
-            input.new_empty(weight_ih.shape), input.new_empty(weight_hh.shape),
-            input.new_empty((weight_ih.shape[0] if has_bias else 0,)),
-            input.new_empty(weight_hr.shape if weight_hr is not None else (0,)))
+    weights = (weight_ih, weight_hh) + ((weight_hr,) if weight_hr is not None else ())
+    grad_input, grad_weights, grad_bias = _masked_grads(input, output_mask, weights, has_bias)
+    grad_weight_hr = grad_weights[2] if weight_hr is not None else input.new_empty((0,))
+    return (grad_input, input.new_empty(h0.shape), input.new_empty(c0.shape), grad_weights[0], grad_weights[1],
+            grad_bias, grad_weight_hr)
 
 
 # The recurrent units' autograd is C++ (csrc/recurrent_autograd.cpp): a cell runs once per time step and a

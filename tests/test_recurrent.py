@@ -2,6 +2,7 @@
 outputs, final states and every gradient (input, initial states, all weights); packed sequences of
 unequal lengths; gradcheck and torch.library.opcheck on every op; hypothesis-drawn configurations;
 torch.compile; the seed's next-character example; bad input."""
+import contextlib
 import functools
 import itertools
 import re
@@ -700,6 +701,107 @@ def test_opcheck(name, op, args, device):
                               (draw(*output.shape), draw(*h_n.shape), draw(*c_n.shape),
                                a[0], a[1], a[2], a[3], a[4], a[7], output, gates, cells, a[8], a[9],
                                a[5] is not None))
+
+
+def _backward_call(name, op, args, device):
+    """(backward op, its arguments) for the saved tensors op's backward would get, grads drawn at random."""
+    args = _on(device, args)
+    out = op(*args)
+    gen = make_generator(30)
+    draw = functools.partial(randn, gen=gen, device=device)
+    a = _detached(args)
+    if name.startswith("rnn_cell"):
+        return ops.rnn_cell_backward, (draw(*out.shape), a[0], a[1], a[2], a[3], out.detach(), a[6], a[4] is not None)
+    if name.startswith("lstm_cell"):
+        hy, cy, gates, cells = (o.detach() for o in out)
+        return ops.lstm_cell_backward, (draw(*hy.shape), draw(*cy.shape), a[0], a[1], a[2], a[3], a[4], cells, gates,
+                                        a[5] is not None)
+    if name.startswith("rnn_layer"):
+        output, h_n = (o.detach() for o in out)
+        return ops.rnn_layer_backward, (draw(*output.shape), draw(*h_n.shape), a[0], a[1], a[2], a[3], output, a[6],
+                                        a[7], a[8], a[4] is not None)
+    output, h_n, c_n, gates, cells = (o.detach() for o in out)
+    return ops.lstm_layer_backward, (draw(*output.shape), draw(*h_n.shape), draw(*c_n.shape), a[0], a[1], a[2],
+                                     a[3], a[4], a[7], output, gates, cells, a[8], a[9], a[5] is not None)
+
+
+# The outputs of each backward op that output_mask governs: (the input's gradient, the weights' and biases').
+MASKED_OUTPUTS = {"rnn_cell": ([0], [2, 3, 4]), "lstm_cell": ([0], [3, 4, 5]), "rnn_layer": ([0], [2, 3, 4]),
+                  "lstm_layer": ([0], [3, 4, 5, 6])}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mask", [(False, True), (True, False), (False, False)], ids=str)
+@pytest.mark.parametrize("name,op,args", OP_CASES, ids=[c[0] for c in OP_CASES])
+def test_backward_output_mask(name, op, args, device, mask):
+    """A backward op computes only the gradients its output_mask asks for: those are bit-identical to the
+    full mask's, the others come back with no rows; opcheck'd with the mask (its fake kernel agrees)."""
+    backward, call = _backward_call(name, op, args, device)
+    full = backward(*call)
+    masked = backward(*call, list(mask))
+    governed = MASKED_OUTPUTS[name.split("-")[0]]
+    for i, (a, b) in enumerate(zip(full, masked)):
+        wanted = all(mask[group] for group in (0, 1) if i in governed[group])
+        if wanted:
+            assert torch.equal(a, b), f"output {i} differs under output_mask={mask}"
+        else:
+            assert b.shape[0] == 0 and b.shape[1:] == a.shape[1:], f"output {i}: {tuple(b.shape)} under {mask}"
+    torch.library.opcheck(backward, (*call, list(mask)))
+
+
+class _RecordMasks(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the output_mask of every recurrent backward op that runs (autograd calls them in C++)."""
+
+    def __init__(self):
+        super().__init__()
+        self.masks = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.namespace == "dlunits" and "_backward" in func.__name__:
+            schema_args = func._schema.arguments
+            index = [a.name for a in schema_args].index("output_mask")
+            self.masks.append(tuple(kwargs.get("output_mask", args[index] if index < len(args) else (True, True))))
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "RNN", "LSTM"])
+@pytest.mark.parametrize("frozen", ["input", "weights"])
+def test_gradients_only_where_wanted(kind, frozen):
+    """An input that needs no gradient (data into the first layer, a cell loop's inputs) or frozen weights:
+    autograd asks the backward op for the other gradients only (output_mask), and those are torch's."""
+    ref, dl = module_pair(kind, 5, 7, **({} if kind.endswith("Cell") else {"num_layers": 2, "bias": False}))
+    gen = make_generator(41)
+    x = randn(3, 4, 5, gen=gen)
+    results = []
+    record = _RecordMasks()
+    for module in (ref, dl):
+        for p in module.parameters():
+            p.requires_grad_(frozen != "weights")
+        xs = x.clone().requires_grad_(frozen != "input")
+        with record if module is dl else contextlib.nullcontext():
+            if kind.endswith("Cell"):
+                h = None
+                outs = []
+                for step in xs:
+                    h = module(step, h)
+                    outs.append(h[0] if isinstance(h, tuple) else h)
+                out = torch.stack(outs)
+            else:
+                out = module(xs)[0]
+            out.sin().sum().backward()
+        wanted = [xs] if frozen != "input" else list(module.parameters())
+        assert all(t.grad is not None for t in wanted)
+        unwanted = [xs] if frozen == "input" else list(module.parameters())
+        assert all(t.grad is None for t in unwanted)
+        results.append([t.grad for t in wanted])
+    for i, (a, b) in enumerate(zip(*results)):
+        assert_close_rel(b, a, REL_TOL[torch.float64], f"gradient {i} with the {frozen} frozen")
+    expected = (False, True) if frozen == "input" else (True, False)
+    if kind.endswith("Cell"):
+        assert record.masks == [expected] * len(x), record.masks
+    else:  # the second layer's input is the first layer's output, which needs its gradient
+        assert sorted(record.masks) == sorted([expected, (True, expected[1])]), record.masks
 
 
 LSTM_LAYER_CASES = [c for c in OP_CASES if c[0].startswith("lstm_layer")]

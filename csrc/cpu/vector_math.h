@@ -4,9 +4,10 @@
 // std::exp and std::tanh are scalar library calls that cost several times a pass's other work
 // per element, and the auto-vectoriser gives up on branch-free replacements (their clamps become
 // control flow). So these are written on kLanes lanes with the GCC/Clang vector extension: 16
-// where the build targets AVX-512, otherwise 8 (AVX, or two SSE halves). Each is within 4 ulp of the exact value
-// over the whole float range, with infinities and NaN as torch gives them
-// (tests/test_linear.py::test_fast_float_activations checks it through the dense unit).
+// where the build targets AVX-512, otherwise 8 (AVX, or two SSE halves). Each is within 4 ulp of
+// the exact value over the whole float range, with infinities and NaN as torch gives them
+// (tests/test_linear.py::test_fast_float_activations checks it through the dense unit). They are
+// always inlined: GCC called tanh_fast out of line from the LSTM's saving pass, a call per pack.
 #pragma once
 
 #include <cstdint>
@@ -36,7 +37,7 @@ inline Floats splat(float v) { return Floats{} + v; }
 // e^r, |r| <= ln 2 / 2, by Cephes' degree-7 polynomial. x is clamped to [-87, 88], where 2^k is
 // a normal float (exp(-87) = 1.6e-38 stands in for smaller values); NaN fails both comparisons
 // and stays NaN.
-inline Floats exp_fast(Floats x) {
+__attribute__((always_inline)) inline Floats exp_fast(Floats x) {
   x = x < splat(-87.0f) ? splat(-87.0f) : x;
   x = x > splat(88.0f) ? splat(88.0f) : x;
   const Floats shifted = x * 1.44269504088896341f + 12582912.0f;
@@ -53,11 +54,11 @@ inline Floats exp_fast(Floats x) {
   return p * (Floats)two_to_k;
 }
 
-inline Floats sigmoid_fast(Floats z) { return 1.0f / (1.0f + exp_fast(-z)); }
+__attribute__((always_inline)) inline Floats sigmoid_fast(Floats z) { return 1.0f / (1.0f + exp_fast(-z)); }
 
 // tanh(a) for a = |z|: the Taylor series through a^13 below 0.4 (truncation < 2e-9), and
 // 1 - 2 / (e^{2a} + 1) above (no cancellation worth a bit there); then z's sign.
-inline Floats tanh_fast(Floats z) {
+__attribute__((always_inline)) inline Floats tanh_fast(Floats z) {
   const Ints sign = (Ints)z & INT32_MIN;
   const Floats a = (Floats)((Ints)z & INT32_MAX), s = a * a;
   Floats series = splat(21844.0f / 6081075.0f);

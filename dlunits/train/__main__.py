@@ -61,6 +61,11 @@ def main(argv=None) -> int:
         out = args.out or os.path.join("runs", config["name"])
         results = run(config, args.units, out, device, resume=args.resume, progress=not args.no_progress,
                       plot=not args.no_plot, epochs=args.epochs, max_steps=args.max_steps)
+        if distributed:
+            # Every rank past its last collective before any tears its process group down: a rank that
+            # destroyed its group and exited while another still had gloo work in flight aborted that
+            # one ("terminate called without an active exception", seen once in CI).
+            dist.barrier()
     except ConfigError as e:
         print(f"dlunits-train: error: {e}", file=sys.stderr)
         return 2

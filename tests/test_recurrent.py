@@ -670,39 +670,6 @@ def _detached(args):
     return tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name,op,args", OP_CASES, ids=[c[0] for c in OP_CASES])
-def test_opcheck(name, op, args, device):
-    """opcheck the forward op, then its backward op on the saved tensors it would get."""
-    args = _on(device, args)
-    torch.library.opcheck(op, args)
-    out = op(*args)
-    gen = make_generator(30)
-    draw = functools.partial(randn, gen=gen, device=device)
-    a = _detached(args)
-    if name.startswith("rnn_cell"):
-        bias = a[4] is not None
-        torch.library.opcheck(ops.rnn_cell_backward,
-                              (draw(*out.shape), a[0], a[1], a[2], a[3], out.detach(), a[6], bias))
-    elif name.startswith("lstm_cell"):
-        hy, cy, gates, cells = (o.detach() for o in out)
-        assert torch.equal(cells, cy)
-        torch.library.opcheck(ops.lstm_cell_backward,
-                              (draw(*hy.shape), draw(*cy.shape), a[0], a[1], a[2], a[3], a[4],
-                               cells, gates, a[5] is not None))
-    elif name.startswith("rnn_layer"):
-        output, h_n = (o.detach() for o in out)
-        torch.library.opcheck(ops.rnn_layer_backward,
-                              (draw(*output.shape), draw(*h_n.shape), a[0], a[1], a[2], a[3],
-                               output, a[6], a[7], a[8], a[4] is not None))
-    else:
-        output, h_n, c_n, gates, cells = (o.detach() for o in out)
-        torch.library.opcheck(ops.lstm_layer_backward,
-                              (draw(*output.shape), draw(*h_n.shape), draw(*c_n.shape),
-                               a[0], a[1], a[2], a[3], a[4], a[7], output, gates, cells, a[8], a[9],
-                               a[5] is not None))
-
-
 def _backward_call(name, op, args, device):
     """(backward op, its arguments) for the saved tensors op's backward would get, grads drawn at random."""
     args = _on(device, args)
@@ -714,6 +681,7 @@ def _backward_call(name, op, args, device):
         return ops.rnn_cell_backward, (draw(*out.shape), a[0], a[1], a[2], a[3], out.detach(), a[6], a[4] is not None)
     if name.startswith("lstm_cell"):
         hy, cy, gates, cells = (o.detach() for o in out)
+        assert torch.equal(cells, cy)
         return ops.lstm_cell_backward, (draw(*hy.shape), draw(*cy.shape), a[0], a[1], a[2], a[3], a[4], cells, gates,
                                         a[5] is not None)
     if name.startswith("rnn_layer"):
@@ -723,6 +691,14 @@ def _backward_call(name, op, args, device):
     output, h_n, c_n, gates, cells = (o.detach() for o in out)
     return ops.lstm_layer_backward, (draw(*output.shape), draw(*h_n.shape), draw(*c_n.shape), a[0], a[1], a[2],
                                      a[3], a[4], a[7], output, gates, cells, a[8], a[9], a[5] is not None)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name,op,args", OP_CASES, ids=[c[0] for c in OP_CASES])
+def test_opcheck(name, op, args, device):
+    """opcheck the forward op, then its backward op on the saved tensors it would get."""
+    torch.library.opcheck(op, _on(device, args))
+    torch.library.opcheck(*_backward_call(name, op, args, device))
 
 
 # The outputs of each backward op that output_mask governs: (the input's gradient, the weights' and biases').

@@ -402,7 +402,7 @@ struct CpuKernels {
         mm_into(split.out.narrow(0, first, count), split.a.narrow(0, first, count), split.b);
       }
     });
-    if (p.weight_grads && p.grad_bias.numel() > 0) {
+    if (p.grad_bias.numel() > 0) {  // [0] without a bias or when not wanted
       column_sum(p.grad_gates.const_data_ptr<scalar_t>(), p.grad_gates.size(0), p.grad_gates.size(1),
                  p.grad_bias.mutable_data_ptr<scalar_t>());
     }

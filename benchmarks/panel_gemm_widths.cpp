@@ -1,10 +1,11 @@
-// Timing of csrc/cpu/panel_gemm.h at the recurrent units' shapes, for benchmarks/panel_gemm_widths.py,
+// Timing of csrc/cpu/panel_gemm.h and dot_gemm.h at the recurrent units' shapes, for benchmarks/panel_gemm_widths.py,
 // which builds this file twice (for the machine, and for AVX2 only) and runs both in one process.
 //
 //   step: the sequence's recurrent product on one thread's rows, h[M, K] · W_hhᵀ, W_hh [N, K] packed once
 //         (M = 8, N = 4H = 1024, K = H = 256 at B = 16 on two threads);
-//   cell: the cell's product on one thread's units, W[M, K] read in place · xᵀ, x [B, K] packed per call
-//         (M = 512 gate rows, B = 16, K = 256), in blocks of one vector of units as the cell runs it.
+//   cell: the cell's products on one thread's units, x · W_ihᵀ + h · W_hhᵀ with the weights [M, K] read in
+//         place (M = 512 gate rows, B = 16, K = 256 each), on csrc/cpu/dot_gemm.h or on panel_gemm as the
+//         cell ran them before it.
 // Each returns the best seconds per call over `trials` runs of `reps` calls, and checks the result
 // against a float64 product first (the largest error relative to the largest element).
 #include <torch/extension.h>
@@ -13,6 +14,7 @@
 #include <cmath>
 #include <utility>
 
+#include "cpu/dot_gemm.h"
 #include "cpu/panel_gemm.h"
 
 namespace {
@@ -50,24 +52,43 @@ std::pair<double, double> step(const at::Tensor& h, const at::Tensor& w, int64_t
   return {best_seconds(run, reps, trials), error};
 }
 
-// w [M, K] (read in place), x [B, K]: the cell's zᵀ = W · xᵀ, x packed in each call.
-std::pair<double, double> cell(const at::Tensor& w, const at::Tensor& x, int64_t reps, int64_t trials) {
-  const int64_t M = w.size(0), K = w.size(1), B = x.size(0);
+// The cell's z = x · W_ihᵀ + h · W_hhᵀ, x and h [B, K], the weights [M, K] read in place, in blocks of one
+// vector of units as the cell runs it: on dot_gemm (the cell's product now), or as the cell ran it before
+// (panel_gemm with W as the broadcast operand and xᵀ, hᵀ packed per call, then zᵀ transposed to rows).
+std::pair<double, double> cell(const at::Tensor& w_ih, const at::Tensor& x, const at::Tensor& w_hh,
+                               const at::Tensor& h, bool dot, int64_t reps, int64_t trials) {
+  const int64_t M = w_ih.size(0), K = w_ih.size(1), B = x.size(0);
   constexpr int64_t kUnits = dlunits::cpu::Simd<float>::lanes;
-  at::Tensor out;
-  int64_t Bp = 0;
-  const auto run = [&] {
-    const at::Tensor packed = dlunits::cpu::pack_transposed(x.const_data_ptr<float>(), B, K, x.options());
-    const Panels<float> panels = dlunits::cpu::packed_panels<float>(packed, B);
-    Bp = panels.count() * dlunits::cpu::Simd<float>::lanes;
-    if (!out.defined()) out = at::empty({M, Bp}, x.options());
+  at::Tensor out = at::empty({B, M}, x.options()), out_t;
+  const float *wi = w_ih.const_data_ptr<float>(), *wh = w_hh.const_data_ptr<float>();
+  const float *xs = x.const_data_ptr<float>(), *hs = h.const_data_ptr<float>();
+  float* z = out.mutable_data_ptr<float>();
+  const auto run_dot = [&] {
     for (int64_t m = 0; m < M; m += kUnits) {
-      dlunits::cpu::panel_gemm(MatrixA<float>{w.const_data_ptr<float>() + m * K, K, 1}, std::min(kUnits, M - m),
-                               panels, 0, panels.count(), out.mutable_data_ptr<float>() + m * Bp, Bp, false);
+      dlunits::cpu::dot_gemm<float, 2>({{{xs, K, wi + m * K, K, K}, {hs, K, wh + m * K, K, K}}}, B,
+                                       std::min(kUnits, M - m), z + m, M);
     }
   };
+  const auto run_broadcast = [&] {
+    const at::Tensor px = dlunits::cpu::pack_transposed(xs, B, K, x.options());
+    const at::Tensor ph = dlunits::cpu::pack_transposed(hs, B, K, x.options());
+    const Panels<float> xp = dlunits::cpu::packed_panels<float>(px, B), hp = dlunits::cpu::packed_panels<float>(ph, B);
+    const int64_t Bp = xp.count() * kUnits;
+    if (!out_t.defined()) out_t = at::empty({M, Bp}, x.options());
+    float* zt = out_t.mutable_data_ptr<float>();
+    for (int64_t m = 0; m < M; m += kUnits) {
+      const int64_t rows = std::min(kUnits, M - m);
+      dlunits::cpu::panel_gemm(MatrixA<float>{wi + m * K, K, 1}, rows, xp, 0, xp.count(), zt + m * Bp, Bp, false);
+      dlunits::cpu::panel_gemm(MatrixA<float>{wh + m * K, K, 1}, rows, hp, 0, hp.count(), zt + m * Bp, Bp, true);
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t m = 0; m < M; ++m) z[b * M + m] = zt[m * Bp + b];
+    }
+  };
+  const auto run = [&] { dot ? run_dot() : run_broadcast(); };
   run();
-  const double error = error_relative_to_largest(out.narrow(1, 0, B), w.to(at::kDouble).mm(x.to(at::kDouble).t()));
+  const at::Tensor want = x.to(at::kDouble).mm(w_ih.to(at::kDouble).t()) + h.to(at::kDouble).mm(w_hh.to(at::kDouble).t());
+  const double error = error_relative_to_largest(out, want);
   return {best_seconds(run, reps, trials), error};
 }
 
@@ -76,5 +97,5 @@ std::pair<double, double> cell(const at::Tensor& w, const at::Tensor& x, int64_t
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("vector_bytes") = dlunits::cpu::kVectorBytes;
   m.def("step", &step, "the sequence's step product: (seconds per call, error relative to the largest element)");
-  m.def("cell", &cell, "the cell's product: (seconds per call, error relative to the largest element)");
+  m.def("cell", &cell, "the cell's products, on dot_gemm or on panel_gemm: (seconds per call, error relative to the largest element)");
 }

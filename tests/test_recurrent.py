@@ -226,15 +226,16 @@ def test_lstm_cell_one_output_used(used):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "RNN", "LSTM"])
 def test_cpu_tiled_products(dtype, kind):
-    """The CPU's own products (csrc/cpu/panel_gemm.h) at sizes that reach every edge of their tiling.
-    Sequences: 19 rows (balanced row tiles, 4+4+4+4+3 with AVX2 or 7+6+6 with AVX-512; a batch split
-    10/9 or 7/6/6 over threads). Cells (their path takes float32 at a batch of at most 16): 13 rows, so
-    the last batch panel is partial; on 3 threads their backward runs its four products two per thread, on 1 the driver's. Both:
-    270 hidden units (a partial last panel, a partial block of units in the cell, and K = 270 longer than
-    one K chunk in float32 and float64), an input size of 131; both directions of the sequence, so that
-    the backward's products run too. As torch on 1 and 3 threads, and bit-identical between them where
-    the split products are ours: a float64 cell's are BLAS's, which MKL splits differently by thread count
-    on Intel processors (its bits changed between 1 and 3 threads on a Sapphire Rapids machine)."""
+    """The CPU's own products (csrc/cpu/panel_gemm.h, dot_gemm.h) at sizes that reach every edge of their
+    tiling. Sequences: 19 rows (balanced row tiles, 4+4+4+4+3 with AVX2 or 7+6+6 with AVX-512; a batch
+    split 10/9 or 7/6/6 over threads). Cells (their path takes float32 at a batch of at most 16): 13 rows,
+    so the last tile of batch rows overlaps the one before it; on 3 threads their backward runs its four
+    products two per thread, on 1 the driver's. Both: 270 hidden units (a partial last panel, a partial
+    block of units in the cell, and K = 270 longer than one K chunk in float32 and float64 and not a
+    multiple of the vector width), an input size of 131; both directions of the sequence, so that the
+    backward's products run too. As torch on 1 and 3 threads, and bit-identical between them where the
+    split products are ours: a float64 cell's are BLAS's, which MKL splits differently by thread count on
+    Intel processors (its bits changed between 1 and 3 threads on a Sapphire Rapids machine)."""
     cell = kind.endswith("Cell")
     ref, dl = module_pair(kind, 131, 270, **({} if cell else {"bidirectional": True}))
     gen = make_generator(30)
@@ -872,6 +873,22 @@ def test_hypothesis(kind, input_size, hidden, layers, bidir, bias, batch_first, 
         def pack(t):
             return pack_padded_sequence(t, torch.tensor(lengths), batch_first=batch_first, enforce_sorted=False)
     compare_modules(ref, dl, x, hx, pack=pack, device=device)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(["RNNCell-tanh", "RNNCell-relu", "LSTMCell"]), input_size=st.integers(1, 40),
+       hidden=st.integers(1, 40), batch=st.integers(1, 20), bias=st.booleans(), threads=st.sampled_from([1, 2]),
+       dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 99))
+def test_cell_hypothesis(kind, input_size, hidden, batch, bias, threads, dtype, seed):
+    """Cells of drawn sizes on the CPU: float32 up to a batch of 16 takes the cell's own products
+    (csrc/cpu/dot_gemm.h: batches and gate blocks below a whole tile, tiles overlapping at the edges,
+    input and hidden sizes off the vector width), the rest the driver's BLAS path."""
+    name, _, nonlinearity = kind.partition("-")
+    ref, dl = module_pair(name, input_size, hidden, bias=bias, **({"nonlinearity": nonlinearity} if nonlinearity else {}))
+    gen = make_generator(seed)
+    x, h = randn(batch, input_size, gen=gen), randn(batch, hidden, gen=gen)
+    with num_threads(threads):
+        compare_modules(ref, dl, x, (h, randn(batch, hidden, gen=gen)) if name == "LSTMCell" else h, dtype=dtype)
 
 
 # --------------------------------------------------------------------------------------

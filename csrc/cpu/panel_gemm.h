@@ -48,28 +48,11 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <utility>
 
 #include "vector_math.h"
 
 namespace dlunits {
 namespace cpu {
-
-template <typename T>
-struct Simd {
-  static constexpr int lanes = kVectorBytes / sizeof(T);
-  typedef T vec __attribute__((vector_size(kVectorBytes)));
-  typedef T unaligned_vec __attribute__((vector_size(kVectorBytes), aligned(alignof(T))));
-  static vec load(const T* p) { return *reinterpret_cast<const unaligned_vec*>(p); }
-  static void store(T* p, vec v) { *reinterpret_cast<unaligned_vec*>(p) = v; }
-  static vec broadcast(T x) { return splat(x, std::make_index_sequence<lanes>{}); }
-
- private:
-  template <size_t... lane>
-  static vec splat(T x, std::index_sequence<lane...>) {  // {x, x, …}: one vbroadcast (vec{} + x would add)
-    return vec{((void)lane, x)...};
-  }
-};
 
 // A[m, k] = data[m · row_stride + k · col_stride].
 template <typename T>

@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "../recurrent_driver.h"
+#include "dot_gemm.h"
 #include "panel_gemm.h"
 #include "vector_math.h"
 
@@ -281,22 +282,17 @@ void sequence_backward(const PersistentBackward<scalar_t>& p) {
   });
 }
 
-// A cell (one step, no projection): zᵀ = W_ih · xᵀ + W_hh · h0ᵀ, the second product accumulating onto
-// the first (one buffer to transpose, 12% faster than two), the weights read in place as the broadcast
-// operand and the thin xᵀ, h0ᵀ packed as panels, so nothing of the size of a weight is copied per call.
-// Threads split the units in blocks of one vector (all G gates of each); a thread transposes its units'
-// columns to rows and runs the step pass on them. (Transposing 16 × 16 blocks in registers instead
-// was 16% slower.)
+// A cell (one step, no projection): z = x · W_ihᵀ + h0 · W_hhᵀ on cpu::dot_gemm, which reads x, h0 and the
+// weights in place, all along K, and writes z's rows; nothing of the size of a weight is copied per call.
+// Threads split the units in blocks of one vector (all G gates of each); a thread computes its units'
+// columns of z and runs the step pass on them.
 template <typename scalar_t>
 void cell_forward_pass(const CellForward& p) {
   constexpr int64_t kUnits = Pack<scalar_t>::lanes > 1 ? Pack<scalar_t>::lanes : 8;  // whole packs for the pass
   const int64_t B = p.input.size(0), I = p.input.size(1), H = p.h0.size(1), GH = p.weight_ih.size(0), G = GH / H;
   const auto options = p.input.options();
-  const at::Tensor input_t = cpu::pack_transposed(p.input.const_data_ptr<scalar_t>(), B, I, options);
-  const at::Tensor h0_t = cpu::pack_transposed(p.h0.const_data_ptr<scalar_t>(), B, H, options);
-  const auto input_panels = cpu::packed_panels<scalar_t>(input_t, B);
-  const auto h0_panels = cpu::packed_panels<scalar_t>(h0_t, B);
-  const int64_t Bp = input_panels.count() * cpu::Simd<scalar_t>::lanes;
+  const scalar_t* input = p.input.const_data_ptr<scalar_t>();
+  const scalar_t* h0 = p.h0.const_data_ptr<scalar_t>();
   // Plain loops and copies below, not ATen ops: at a cell's size their dispatch would cost as much.
   std::vector<scalar_t> bias_sum(GH, scalar_t(0));  // b_ih + b_hh
   for (const at::Tensor* b : {&p.bias_ih, &p.bias_hh}) {
@@ -312,24 +308,17 @@ void cell_forward_pass(const CellForward& p) {
   scalar_t* output = p.output.mutable_data_ptr<scalar_t>();
   scalar_t* gates = G == 4 ? p.gates.mutable_data_ptr<scalar_t>() : nullptr;
   scalar_t* cells = G == 4 ? p.cells.mutable_data_ptr<scalar_t>() : nullptr;
-  // zᵀ [GH, Bp], then its [B, GH] rows for the pass.
-  at::Tensor scratch = at::empty({GH * Bp + B * GH}, options);
-  scalar_t* products_t = scratch.mutable_data_ptr<scalar_t>();
-  scalar_t* products = products_t + GH * Bp;
+  at::Tensor products_buffer = at::empty({B, GH}, options);  // z
+  scalar_t* products = products_buffer.mutable_data_ptr<scalar_t>();
   const int64_t blocks = (H + kUnits - 1) / kUnits;
-  at::parallel_for(0, blocks, panel_grain(blocks, 2 * kUnits * G * (I + H) * Bp), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, blocks, panel_grain(blocks, 2 * kUnits * G * (I + H) * B), [&](int64_t begin, int64_t end) {
     const int64_t j0 = begin * kUnits, count = std::min(end * kUnits, H) - j0;
     for (int64_t g = 0; g < G; ++g) {
       const int64_t row = g * H + j0;
-      cpu::panel_gemm(cpu::MatrixA<scalar_t>{weight_ih + row * I, I, 1}, count, input_panels, 0,
-                      input_panels.count(), products_t + row * Bp, Bp, false);
-      cpu::panel_gemm(cpu::MatrixA<scalar_t>{weight_hh + row * H, H, 1}, count, h0_panels, 0, h0_panels.count(),
-                      products_t + row * Bp, Bp, true);
+      cpu::dot_gemm<scalar_t, 2>({{{input, I, weight_ih + row * I, I, I}, {h0, H, weight_hh + row * H, H, H}}}, B,
+                                 count, products + row, GH);
     }
     for (int64_t b = 0; b < B; ++b) {
-      for (int64_t g = 0; g < G; ++g) {
-        for (int64_t j = j0; j < j0 + count; ++j) products[b * GH + g * H + j] = products_t[(g * H + j) * Bp + b];
-      }
       const int64_t gate_row = b * GH + j0, row = b * H + j0;
       if (G == 1) {
         const auto step = p.activation == RnnActivation::Relu ? rnn_forward_row<scalar_t, true, true>

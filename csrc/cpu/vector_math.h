@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 namespace dlunits {
 namespace cpu {
@@ -31,6 +32,24 @@ using Ints = int32_t __attribute__((vector_size(kVectorBytes)));
 constexpr int64_t kLanes = kVectorBytes / sizeof(float);
 
 inline Floats splat(float v) { return Floats{} + v; }
+
+// One vector register of T (float or double) for the products (panel_gemm.h, dot_gemm.h); unaligned
+// loads and stores.
+template <typename T>
+struct Simd {
+  static constexpr int lanes = kVectorBytes / sizeof(T);
+  typedef T vec __attribute__((vector_size(kVectorBytes)));
+  typedef T unaligned_vec __attribute__((vector_size(kVectorBytes), aligned(alignof(T))));
+  static vec load(const T* p) { return *reinterpret_cast<const unaligned_vec*>(p); }
+  static void store(T* p, vec v) { *reinterpret_cast<unaligned_vec*>(p) = v; }
+  static vec broadcast(T x) { return splat(x, std::make_index_sequence<lanes>{}); }
+
+ private:
+  template <size_t... lane>
+  static vec splat(T x, std::index_sequence<lane...>) {  // {x, x, …}: one vbroadcast (vec{} + x would add)
+    return vec{((void)lane, x)...};
+  }
+};
 
 // exp(x) = 2^k · e^r with k = round(x / ln 2) (by adding and subtracting 1.5·2^23, whose low
 // mantissa bits then hold k), r = x - k·ln 2 (ln 2 in two parts, so that k·ln2_hi is exact) and

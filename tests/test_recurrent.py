@@ -131,15 +131,15 @@ def test_lstm_cell(device, dtype, bias):
 
 @pytest.mark.parametrize("kind,kwargs", [("RNNCell", {}), ("RNNCell", {"nonlinearity": "relu", "bias": False}),
                                          ("LSTMCell", {}), ("LSTMCell", {"bias": False})], ids=str)
-@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("batch", [3, 40, None], ids=["batch=3", "batch=40", "unbatched"])
 @pytest.mark.parametrize("with_state", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_cell_modules(kind, kwargs, batched, with_state, dtype):
-    """The cell modules: batched and unbatched input, given or zero state, module gradients (float32
-    takes the CPU's own cell path, float64 the driver's BLAS one)."""
+def test_cell_modules(kind, kwargs, batch, with_state, dtype):
+    """The cell modules: batched and unbatched input, given or zero state, module gradients (a batch of 3
+    takes the CPU's own cell products, 40 the driver's BLAS ones)."""
     ref, dl = module_pair(kind, 5, 6, **kwargs)
     gen = make_generator(8)
-    lead = (3,) if batched else ()
+    lead = () if batch is None else (batch,)
     x = randn(*lead, 5, gen=gen)
     hx = None
     if with_state:
@@ -228,14 +228,15 @@ def test_lstm_cell_one_output_used(used):
 def test_cpu_tiled_products(dtype, kind):
     """The CPU's own products (csrc/cpu/panel_gemm.h, dot_gemm.h) at sizes that reach every edge of their
     tiling. Sequences: 19 rows (balanced row tiles, 4+4+4+4+3 with AVX2 or 7+6+6 with AVX-512; a batch
-    split 10/9 or 7/6/6 over threads). Cells (their path takes float32 at a batch of at most 16): 13 rows,
+    split 10/9 or 7/6/6 over threads). Cells (their forward path takes a batch of at most 16): 13 rows,
     so the last tile of batch rows overlaps the one before it; on 3 threads their backward runs its four
     products two per thread, on 1 the driver's. Both: 270 hidden units (a partial last panel, a partial
     block of units in the cell, and K = 270 longer than one K chunk in float32 and float64 and not a
     multiple of the vector width), an input size of 131; both directions of the sequence, so that the
     backward's products run too. As torch on 1 and 3 threads, and bit-identical between them where the
-    split products are ours: a float64 cell's are BLAS's, which MKL splits differently by thread count on
-    Intel processors (its bits changed between 1 and 3 threads on a Sapphire Rapids machine)."""
+    split products are ours: a float64 cell's backward products are BLAS's, which MKL splits differently by
+    thread count on Intel processors (its bits changed between 1 and 3 threads on a Sapphire Rapids
+    machine)."""
     cell = kind.endswith("Cell")
     ref, dl = module_pair(kind, 131, 270, **({} if cell else {"bidirectional": True}))
     gen = make_generator(30)
@@ -877,12 +878,13 @@ def test_hypothesis(kind, input_size, hidden, layers, bidir, bias, batch_first, 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(kind=st.sampled_from(["RNNCell-tanh", "RNNCell-relu", "LSTMCell"]), input_size=st.integers(1, 40),
-       hidden=st.integers(1, 40), batch=st.integers(1, 20), bias=st.booleans(), threads=st.sampled_from([1, 2]),
+       hidden=st.integers(1, 40), batch=st.integers(1, 36), bias=st.booleans(), threads=st.sampled_from([1, 2]),
        dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 99))
 def test_cell_hypothesis(kind, input_size, hidden, batch, bias, threads, dtype, seed):
-    """Cells of drawn sizes on the CPU: float32 up to a batch of 16 takes the cell's own products
-    (csrc/cpu/dot_gemm.h: batches and gate blocks below a whole tile, tiles overlapping at the edges,
-    input and hidden sizes off the vector width), the rest the driver's BLAS path."""
+    """Cells of drawn sizes on the CPU: up to a batch of 16 in float64 (32 in float32) the forward takes
+    the cell's own products (csrc/cpu/dot_gemm.h: batches and gate blocks below a whole tile, tiles
+    overlapping at the edges, input and hidden sizes off the vector width), above it the driver's BLAS
+    path."""
     name, _, nonlinearity = kind.partition("-")
     ref, dl = module_pair(name, input_size, hidden, bias=bias, **({"nonlinearity": nonlinearity} if nonlinearity else {}))
     gen = make_generator(seed)

@@ -13,8 +13,9 @@
 //                    (the driver's "persistent" hook): W_hh packed once per call, then per step
 //                    one product of ours (csrc/cpu/panel_gemm.h) and one pass, the
 //                    batch split over threads (a row's recurrence reads no other row);
-//   the cell         in float32 at a batch of at most 16, one step whose products are
-//                    ours too, with the weights read in place (cell_forward_pass).
+//   the cell         at a thin batch (32 rows in float32, 16 in float64), one step whose
+//                    products are ours too (csrc/cpu/dot_gemm.h), x, h and the weights read
+//                    in place (cell_forward_pass).
 // The input projection of a sequence, the weight and input gradients, a cell's
 // backward products, and the steps of packed or projected sequences use at::mm
 // (BLAS), as the project allows for these units: at those shapes MKL's kernel was
@@ -29,7 +30,7 @@
 // Precision: float64 uses std::exp and std::tanh; float32 the vectorised sigmoid and tanh of
 // vector_math.h (within 4 ulp, NaN and infinities as torch's).
 //
-// Threads: the sequence splits the batch, the cell splits the units in blocks of one vector,
+// Threads: the sequence splits the batch, the cell splits the units in blocks of one vector (8 in float64),
 // the per-step passes of packed sequences split rows (>= 16 K elements per chunk).
 // Every element is written by one thread and computed in the same order whatever the
 // split, and the column sum keeps a fixed order over rows, so results do not depend
@@ -333,7 +334,14 @@ void cell_forward_pass(const CellForward& p) {
   std::memcpy(p.h_n.mutable_data_ptr<scalar_t>(), output, B * H * sizeof(scalar_t));
 }
 
-// The largest batch for which a cell step runs on cell_forward_pass (see CpuKernels::cell_forward).
+// The largest batch for which a cell step runs on cell_forward_pass: 32 in float32, 16 in float64 (128 bytes
+// of each input column). A loop of LSTMCell steps at 256 + 256 inputs, ours against BLAS's products alternated
+// in one process: float32 1.24x at B = 32, 1.14x at 48, 1.0-1.05x at 64, 0.93x at 128; float64 1.21-1.38x
+// at B <= 16, 0.80x at 32 (x no longer fits in L1, and MKL blocks for L2).
+template <typename scalar_t>
+constexpr int64_t kCellKernelBatch = 128 / sizeof(scalar_t);
+
+// The largest batch whose backward products the two threads take whole (see CpuKernels::cell_backward).
 constexpr int64_t kThinCellBatch = 16;
 
 struct CpuKernels {
@@ -346,13 +354,11 @@ struct CpuKernels {
 
   // A padded sequence without a projection (a cell is one step): the loops above. The CPU's
   // packed-sequence and projected steps go through the driver's per-step products (BLAS).
-  // float32 at a thin batch only: from B = 32 up, and in float64 (4 lanes), W read in place as the
-  // broadcast operand was slower than BLAS (each W element then feeds B/L tiles out of L1, and MKL
-  // blocks for L2).
+  // A cell at a thin batch only (kCellKernelBatch).
   template <typename scalar_t>
   static bool cell_forward(const CellForward& p) {
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      if (p.input.size(0) > kThinCellBatch) return false;
+    if constexpr (std::is_floating_point_v<scalar_t>) {
+      if (p.input.size(0) > kCellKernelBatch<scalar_t>) return false;
       cell_forward_pass<scalar_t>(p);
       return true;
     }

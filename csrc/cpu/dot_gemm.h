@@ -103,8 +103,18 @@ __attribute__((always_inline)) inline void dot_tile(const T* x, int64_t x_row, c
   constexpr int L = S::lanes, R = kTileRows, C = kTileCols<T>;
   for (int64_t k = 0; k + L <= depth; k += L) {
     typename S::vec a[R], b[C];
-    for (int m = 0; m < R; ++m) a[m] = S::load(x + m * x_row + k);
-    for (int n = 0; n < C; ++n) b[n] = S::load(w + n * w_row + k);
+    // Each load pinned in a register (through a temporary: on an array element the empty asm kept the
+    // array on the stack); without it GCC's AVX2 code took each x row as a memory operand of its FMAs.
+    for (int m = 0; m < R; ++m) {
+      typename S::vec row = S::load(x + m * x_row + k);
+      keep_in_register(row);
+      a[m] = row;
+    }
+    for (int n = 0; n < C; ++n) {
+      typename S::vec row = S::load(w + n * w_row + k);
+      keep_in_register(row);
+      b[n] = row;
+    }
     for (int m = 0; m < R; ++m) {
       for (int n = 0; n < C; ++n) acc[m * C + n] += a[m] * b[n];
     }

@@ -119,19 +119,6 @@ constexpr int max_rows(int panels) { return kVectorRegisters == 32 ? (panels == 
 static_assert(max_rows(1) + 2 <= kVectorRegisters && 2 * max_rows(2) + 3 <= kVectorRegisters &&
               3 * max_rows(3) + 4 <= kVectorRegisters);
 
-// An empty asm that takes v in a vector register: the compiler must keep it there, not reload it
-// as a memory operand of each FMA (x86; elsewhere nothing). "v" admits AVX-512's zmm16-31 too.
-template <typename V>
-inline void keep_in_register(V& v) {
-#if defined(__AVX512F__)
-  asm("" : "+v"(v));
-#elif defined(__x86_64__) || defined(__i386__)
-  asm("" : "+x"(v));
-#else
-  (void)v;
-#endif
-}
-
 // C[0:MR, 0:(NP - 1)·L + width] (+)= A[0:MR, 0:K] · [panel 0 | … | panel NP-1][0:K, :], the panels
 // panel_stride apart, all full but the last, which has `width` columns.
 template <typename T, int MR, int NP>

@@ -51,6 +51,19 @@ struct Simd {
   }
 };
 
+// An empty asm that takes v in a vector register: the compiler must keep it there, not reload it
+// as a memory operand of each FMA (x86; elsewhere nothing). "v" admits AVX-512's zmm16-31 too.
+template <typename V>
+__attribute__((always_inline)) inline void keep_in_register(V& v) {
+#if defined(__AVX512F__)
+  asm("" : "+v"(v));
+#elif defined(__x86_64__) || defined(__i386__)
+  asm("" : "+x"(v));
+#else
+  (void)v;
+#endif
+}
+
 // exp(x) = 2^k · e^r with k = round(x / ln 2) (by adding and subtracting 1.5·2^23, whose low
 // mantissa bits then hold k), r = x - k·ln 2 (ln 2 in two parts, so that k·ln2_hi is exact) and
 // e^r, |r| <= ln 2 / 2, by Cephes' degree-7 polynomial. x is clamped to [-87, 88], where 2^k is

@@ -4,7 +4,7 @@ against MKL's sgemm, interleaved in one process on one thread.
     python benchmarks/panel_gemm_widths.py [--rounds 9] [--reps 500]
 
 Builds benchmarks/panel_gemm_widths.cpp twice with torch.utils.cpp_extension (-march=native, and
--march=x86-64-v3: AVX2 and FMA, no AVX-512), then each round times the three on the same inputs:
+-march=x86-64-v3: AVX2 and FMA, no AVX-512), then each round times them and MKL on the same inputs:
 the sequence's step product (8 rows x 1024 columns, K = 256, W_hh packed once; panel_gemm.h) and the
 cell's (16 batch rows x 512 gate rows, x · W_ihᵀ + h · W_hhᵀ, K = 256 each, the weights read in place;
 dot_gemm.h, and panel_gemm as the cell ran it before). Reports each one's median GFLOP/s over the

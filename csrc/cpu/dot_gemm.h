@@ -2,34 +2,36 @@
 //
 //   C[m, n] = Σ_terms Σ_k X[m, k] · W[n, k]        (C = Σ X · Wᵀ)
 //
-// A cell computes z = x · W_ihᵀ + h · W_hhᵀ for a thin batch (B ≤ 16 rows) against the weights as
+// A cell computes z = x · W_ihᵀ + h · W_hhᵀ for a thin batch (B ≤ 32 rows) against the weights as
 // they are stored, [G·H, K] row-major: both operands have K contiguous. panel_gemm.h needs one of
 // them as panels along C's columns; reading W in place as its broadcast operand costs one scalar
 // load per FMA, which held the product at about half the FMA rate (and z then came out transposed),
 // while packing W in each call would read and write the weights once more. Here both operands are
 // loaded as vectors along K, and each accumulator holds lane-wise partial dot products.
 //
-// Micro-kernel. A tile is kRows = 4 rows of X by kCols = L / 4 rows of W (4 x 4 with AVX-512's 16
-// float lanes, 4 x 2 with 8): L vector accumulators, and per vector of K, 4 + L / 4 loads for L FMAs
-// (8 for 16 with AVX-512: the FMA rate, not the loads, is the bound). After the last term one
-// transpose-and-add tree (log2 L levels; a level adds pairs of vectors through two shuffles and
-// one add) turns the L accumulators into one vector of the tile's L sums, lane m·kCols + n for
-// C[m, n]: kRows runs of kCols contiguous elements of C.
+// Micro-kernel. A tile is kTileRows = 4 rows of X by kTileCols = L / 4 rows of W (4 x 4 with AVX-512's
+// 16 float lanes, 4 x 2 with 8): L vector accumulators, and per vector of K, 4 + L / 4 loads for L FMAs
+// (8 for 16 with AVX-512: the FMA rate, not the loads, is the bound), the loads pinned in registers.
+// After the last term one transpose-and-add tree (log2 L levels; a level adds pairs of vectors through
+// two shuffles and one add) turns the L accumulators into one vector of the tile's L sums, lane
+// m·kTileCols + n for C[m, n]: kTileRows runs of kTileCols contiguous elements of C.
 //
-// Loops: W's tiles outside, X's inside, so that a tile of W (kCols rows of each term) comes from
+// Loops: W's tiles outside, X's inside, so that a tile of W (kTileCols rows of each term) comes from
 // L2 once and from L1 for every tile of X; X (B rows of each term: 32 KiB at B = 16, K = 256 + 256)
 // stays in L1 for the whole call.
 //
-// Edges: a tile at the last rows of X or W is a smaller tile (an instance of its own size, the
-// unused accumulators left zero), and the last K mod L of each term are added to the tile's sums
-// one by one. Every element of C is summed in the same order whatever its tile, so
-// results do not depend on how a caller splits W's rows between threads.
+// Edges: the last tile of X's rows (of W's) overlaps the one before it, which computes the shared
+// elements again with the same bits; fewer rows than one tile are a small padded copy; the last
+// K mod L of each term are added to the tile's sums one by one. Every element of C is summed in the
+// same order whatever its tile, so results do not depend on how a caller splits W's rows between
+// threads.
 //
 // Cost: 2·M·N·K FLOPs (K summed over the terms). Bytes: W once (from L2 when the weights stay
 // there between a cell's steps), X once per tile of W from L1, C once. Measured on one Sapphire
-// Rapids core, the cell's 512 gate rows x 16 batch rows x (256 + 256): 90-149 GFLOP/s against
-// 60-114 for panel_gemm with W broadcast and z transposed to rows (1.3-1.5x in one process;
-// benchmarks/panel_gemm_widths.py).
+// Rapids core, the cell's 16 batch rows x 512 gate rows x (256 + 256): 91-144 GFLOP/s against 61-112
+// for panel_gemm with W broadcast and z transposed to rows (1.31-1.44x per round in one process) and
+// 62-89 for MKL; built for AVX2 on the same core, level with the old path (0.98x; 48-50 GFLOP/s).
+// benchmarks/panel_gemm_widths.py; benchmarks/results/vm-cpu-recurrent-20261206/NOTES.md.
 //
 // Needs GCC's (12 or later) or Clang's vector extensions and __builtin_shufflevector.
 #pragma once
@@ -133,20 +135,13 @@ inline void dot_tail(const T* x, int64_t x_row, const T* w, int64_t w_row, int64
   }
 }
 
-// A term's rows padded to a whole tile (repeating the last row), where it has fewer rows than one.
+// count < tile rows of a term (row stride `stride`) as `tile` rows of `depth`, the last repeated.
 template <typename T>
-struct PaddedRows {
-  std::vector<T> rows;
-  const T* data;
-  int64_t stride;
-  PaddedRows(const T* src, int64_t count, int64_t src_stride, int64_t depth, int64_t tile) : data(src), stride(src_stride) {
-    if (count >= tile) return;
-    rows.resize(tile * depth);
-    for (int64_t r = 0; r < tile; ++r) std::copy_n(src + std::min(r, count - 1) * src_stride, depth, rows.data() + r * depth);
-    data = rows.data();
-    stride = depth;
-  }
-};
+std::vector<T> padded_rows(const T* src, int64_t count, int64_t stride, int64_t depth, int64_t tile) {
+  std::vector<T> rows(tile * depth);
+  for (int64_t r = 0; r < tile; ++r) std::copy_n(src + std::min(r, count - 1) * stride, depth, rows.data() + r * depth);
+  return rows;
+}
 
 }  // namespace detail
 
@@ -157,15 +152,16 @@ void dot_gemm(std::array<DotTerm<T>, kTerms> terms, int64_t M, int64_t N, T* c, 
   using S = Simd<T>;
   constexpr int R = detail::kTileRows, C = detail::kTileCols<T>;
   // Fewer rows than a tile (a batch below 4, a block of W below kTileCols rows): padded copies, small.
-  std::vector<detail::PaddedRows<T>> padded;
-  padded.reserve(2 * kTerms);
+  std::vector<std::vector<T>> padded;
   for (DotTerm<T>& t : terms) {
     if (M < R) {
-      t.x = padded.emplace_back(t.x, M, t.x_row, t.depth, R).data;
+      padded.push_back(detail::padded_rows(t.x, M, t.x_row, t.depth, R));
+      t.x = padded.back().data();
       t.x_row = t.depth;
     }
     if (N < C) {
-      t.w = padded.emplace_back(t.w, N, t.w_row, t.depth, C).data;
+      padded.push_back(detail::padded_rows(t.w, N, t.w_row, t.depth, C));
+      t.w = padded.back().data();
       t.w_row = t.depth;
     }
   }
@@ -176,11 +172,14 @@ void dot_gemm(std::array<DotTerm<T>, kTerms> terms, int64_t M, int64_t N, T* c, 
     for (int64_t m_end = R; m_end < M + R; m_end += R) {
       const int64_t m0 = std::max<int64_t>(std::min(m_end, M) - R, 0);
       typename S::vec acc[S::lanes] = {};
-      for (const DotTerm<T>& t : terms) detail::dot_tile<T>(t.x + m0 * t.x_row, t.x_row, t.w + n0 * t.w_row, t.w_row, t.depth, acc);
+      for (const DotTerm<T>& t : terms) {
+        detail::dot_tile<T>(t.x + m0 * t.x_row, t.x_row, t.w + n0 * t.w_row, t.w_row, t.depth, acc);
+      }
       T sums[S::lanes];
       S::store(sums, detail::lane_sums<T>(acc));
       for (const DotTerm<T>& t : terms) {
-        if (t.depth % S::lanes != 0) detail::dot_tail<T>(t.x + m0 * t.x_row, t.x_row, t.w + n0 * t.w_row, t.w_row, t.depth, sums);
+        if (t.depth % S::lanes == 0) continue;
+        detail::dot_tail<T>(t.x + m0 * t.x_row, t.x_row, t.w + n0 * t.w_row, t.w_row, t.depth, sums);
       }
       for (int m = 0; m < rows; ++m) {
         if (cols == C) {  // a constant size: one vector store, where a run-time size would call memcpy

@@ -36,8 +36,8 @@
 // their gradients; the gate arithmetic, the state updates and the bias reduction
 // are ours (the Kernels). A device may take over the recurrence of a padded
 // sequence (persistent_forward / persistent_backward: CUDA's cooperative kernels,
-// the CPU's own tiled products), a whole cell step (cell_forward: the CPU), or a
-// cell's backward products (cell_backward: the CPU).
+// the CPU's own tiled products), or a whole cell step forward (cell_forward: the CPU;
+// CUDA's fused cell when opted in).
 //
 // Cost per layer and direction (N = Σ B_t rows): 2·N·G·H·(I + P) FLOPs for the
 // products forward (plus 2·N·P·H with a projection) and twice that backward;
@@ -168,23 +168,6 @@ struct CellForward {
   at::Tensor& gates;            // [B, 4H]  out (LSTM)
   at::Tensor& cells;            // [B, H]   out: c_1 (LSTM)
   RnnActivation activation;
-};
-
-// The products of a cell's backward (one step, no projection), from its dZ, for a device
-// that runs them itself (Kernels::cell_backward returns false where it does not).
-struct CellBackward {
-  const at::Tensor& grad_gates;  // [B, G·H]  dZ
-  const at::Tensor& input;       // [B, I]
-  const at::Tensor& h0;          // [B, H]
-  const at::Tensor& weight_ih;   // [G·H, I]
-  const at::Tensor& weight_hh;   // [G·H, H]
-  at::Tensor& grad_input;        // [B, I]    out: dZ · W_ih
-  at::Tensor& grad_h0;           // [B, H]    out: dZ · W_hh
-  at::Tensor& grad_weight_ih;    // [G·H, I]  out: dZᵀ · x
-  at::Tensor& grad_weight_hh;    // [G·H, H]  out: dZᵀ · h0
-  at::Tensor& grad_bias;         // [G·H]     out: Σ_rows dZ ([0] without a bias)
-  bool input_grad;               // grad_input wanted (else it has no rows and is not computed)
-  bool weight_grads;             // the weight and bias gradients wanted (else the same)
 };
 
 // --- results -------------------------------------------------------------------------------------------------------
@@ -394,13 +377,6 @@ RecurrentBackward recurrent_backward(const RecurrentGeometry& g, RnnActivation a
         step.hidden_out = unprojected.mutable_data_ptr<scalar_t>() + off * H;
       }
       Kernels::lstm_backward_step(step);
-    }
-    if (g.steps() == 1 && !g.projected() &&
-        Kernels::template cell_backward<scalar_t>(CellBackward{grad_gates, input, h0, weight_ih, weight_hh,
-                                                              r.grad_input, r.grad_h0, r.grad_weight_ih,
-                                                              r.grad_weight_hh, r.grad_bias, input_grad,
-                                                              weight_grads})) {
-      return r;  // a cell whose products the device ran itself
     }
     mm_into(r.grad_h0.narrow(0, 0, rows), grad_gates.narrow(0, off, rows), weight_hh);
   }

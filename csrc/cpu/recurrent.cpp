@@ -18,8 +18,8 @@
 //                    in place (cell_forward_pass).
 // The input projection of a sequence, the weight and input gradients, a cell's
 // backward products, and the steps of packed or projected sequences use at::mm
-// (BLAS), as the project allows for these units: at those shapes MKL's kernel was
-// as fast as ours or faster.
+// (BLAS, threaded by MKL), as the project allows for these units: at those shapes
+// MKL's kernel was as fast as ours or faster.
 //
 // Cost per step (B rows, H units, G gates): 2·B·G·H·H FLOPs for the recurrent
 // product against ~(3G + 4)·B·H elements moved by the pass; at B = 16, H = 256 on two
@@ -38,7 +38,6 @@
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -341,9 +340,6 @@ void cell_forward_pass(const CellForward& p) {
 template <typename scalar_t>
 constexpr int64_t kCellKernelBatch = 128 / sizeof(scalar_t);
 
-// The largest batch whose backward products the two threads take whole (see CpuKernels::cell_backward).
-constexpr int64_t kThinCellBatch = 16;
-
 struct CpuKernels {
   struct DeviceGuard {
     explicit DeviceGuard(const at::Tensor&) {}
@@ -363,45 +359,6 @@ struct CpuKernels {
       return true;
     }
     return false;
-  }
-
-  // A cell's backward products at a thin batch: dh0 = dZ · W_hh, and where wanted dx = dZ · W_ih,
-  // dW_ih = dZᵀ · x and dW_hh = dZᵀ · h0, all of the same FLOPs. BLAS runs each on one thread (MKL's sgemm
-  // took as long on two), so the two threads take whole products in turn, and an odd one out (dW_hh, or
-  // dh0 alone) is split by rows, so that both threads do the same work whichever products are wanted.
-  // (Splitting every product by columns instead was 16% slower: MKL on strided halves.) BLAS called
-  // inside the parallel region runs single-threaded; the caller's thread-local state (dispatch keys, grad
-  // mode) goes with the products to the worker thread.
-  template <typename scalar_t>
-  static bool cell_backward(const CellBackward& p) {
-    if (p.grad_gates.size(0) > kThinCellBatch || at::get_num_threads() < 2) return false;
-    struct Product {
-      at::Tensor out, a, b;  // out = a · b
-    };
-    std::vector<Product> products{{p.grad_h0, p.grad_gates, p.weight_hh}};
-    if (p.input_grad) products.push_back({p.grad_input, p.grad_gates, p.weight_ih});
-    if (p.weight_grads) {
-      products.push_back({p.grad_weight_ih, p.grad_gates.t(), p.input});
-      products.push_back({p.grad_weight_hh, p.grad_gates.t(), p.h0});
-    }
-    const int64_t whole = products.size() & ~int64_t(1);  // products[whole], if any, is split by rows
-    const at::ThreadLocalState caller_state;
-    at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
-      const at::ThreadLocalStateGuard state_guard(caller_state);
-      for (int64_t thread = begin; thread < end; ++thread) {
-        for (int64_t k = thread; k < whole; k += 2) mm_into(products[k].out, products[k].a, products[k].b);
-        if (whole == static_cast<int64_t>(products.size())) continue;
-        const Product& split = products[whole];
-        const int64_t rows = split.out.size(0), first = thread == 0 ? 0 : rows / 2;
-        const int64_t count = thread == 0 ? rows / 2 : rows - rows / 2;
-        mm_into(split.out.narrow(0, first, count), split.a.narrow(0, first, count), split.b);
-      }
-    });
-    if (p.grad_bias.numel() > 0) {  // [0] without a bias or when not wanted
-      column_sum(p.grad_gates.const_data_ptr<scalar_t>(), p.grad_gates.size(0), p.grad_gates.size(1),
-                 p.grad_bias.mutable_data_ptr<scalar_t>());
-    }
-    return true;
   }
 
   // (The CPU refuses the half types before this; they only instantiate it.)

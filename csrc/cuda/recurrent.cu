@@ -812,12 +812,6 @@ struct CudaKernels {
     return true;
   }
 
-  // A cell's backward products are cuBLAS's (the driver's).
-  template <typename scalar_t>
-  static bool cell_backward(const CellBackward&) {
-    return false;
-  }
-
   template <typename scalar_t>
   static bool persistent_forward(const PersistentForward<scalar_t>& p) {
     if (p.steps < 2) return false;  // one step (a cell) is no recurrence: the step kernels

@@ -12,8 +12,8 @@
 // Layout. B is read as panels of L columns, one vector register (vector_math.h's
 // kVectorBytes: 16 floats or 8 doubles with AVX-512, 8 or 4 otherwise): element (k, n)
 // of B is at panel(n / L)[k · row_stride + n % L]. A packed panel has row_stride L and is
-// zero-padded to L columns: pack_transposed packs Wᵀ for A · Wᵀ (and a cell's thin inputs,
-// xᵀ and hᵀ), pack_columns packs W for A · W. A is read by scalar broadcasts through
+// zero-padded to L columns: pack_transposed packs Wᵀ for A · Wᵀ, pack_columns packs W for
+// A · W. A is read by scalar broadcasts through
 // (row, column) strides, so A can be a weight read in place, or a transpose, at no cost.
 //
 // Micro-kernel. A tile is MR rows by NP ≤ 3 panels: MR·NP vector accumulators, and per k NP
@@ -89,7 +89,7 @@ at::Tensor pack_panels(const T* src, int64_t k, int64_t n, int64_t k_stride, int
   return packed;
 }
 
-// Wᵀ for A · Wᵀ, W row-major [n, k] (a weight matrix, or a cell's input rows).
+// Wᵀ for A · Wᵀ, W row-major [n, k] (a weight matrix).
 template <typename T>
 at::Tensor pack_transposed(const T* w, int64_t n, int64_t k, const at::TensorOptions& options) {
   return pack_panels(w, k, n, 1, k, options);
@@ -112,8 +112,9 @@ template <typename T>
 constexpr int64_t kChunk = 1024 / sizeof(T);  // K per pass: 256 floats, 128 doubles
 
 // Rows of a tile of NP panels: its accumulators, the NP panel rows and one broadcast fit the vector
-// registers. With AVX-512 a one-panel tile (a cell's thin batch, 16 columns) takes 16 rows: each
-// broadcast there feeds a single FMA, and 8 rows ran ~15% slower (24 rows slower still).
+// registers. With AVX-512 a one-panel tile (16 columns: measured on a cell's thin batch, before the
+// cell moved to dot_gemm.h) takes 16 rows: each broadcast there feeds a single FMA, and 8 rows ran
+// ~15% slower (24 rows slower still).
 constexpr int kMaxPanels = 3;
 constexpr int max_rows(int panels) { return kVectorRegisters == 32 ? (panels == 1 ? 16 : 8) : 4; }
 static_assert(max_rows(1) + 2 <= kVectorRegisters && 2 * max_rows(2) + 3 <= kVectorRegisters &&

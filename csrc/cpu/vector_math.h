@@ -1,5 +1,6 @@
 // dlunits — float32 exp, sigmoid and tanh on a vector of lanes at once, for the CPU's fused passes
-// (the dense unit's epilogue, the recurrent units' gate passes), and the build's vector width.
+// (the dense unit's epilogue, the recurrent units' gate passes); and the build's vector width, with
+// the vector type and register pinning that the products (panel_gemm.h, dot_gemm.h) share.
 //
 // std::exp and std::tanh are scalar library calls that cost several times a pass's other work
 // per element, and the auto-vectoriser gives up on branch-free replacements (their clamps become

@@ -199,9 +199,9 @@ inline int64_t batch_grain(int64_t rows, int64_t flops_per_row) {
   return flops_per_row * rows < (int64_t(1) << 20) ? std::max<int64_t>(rows, 1) : 8;
 }
 
-// at::parallel_for's grain over panels (a cell splits units): one thread below ~1 MFLOP.
-inline int64_t panel_grain(int64_t panels, int64_t flops_per_panel) {
-  return flops_per_panel * panels < (int64_t(1) << 20) ? std::max<int64_t>(panels, 1) : 1;
+// at::parallel_for's grain over a cell's blocks of units: one thread below ~1 MFLOP.
+inline int64_t unit_block_grain(int64_t blocks, int64_t flops_per_block) {
+  return flops_per_block * blocks < (int64_t(1) << 20) ? std::max<int64_t>(blocks, 1) : 1;
 }
 
 template <typename scalar_t>
@@ -311,7 +311,7 @@ void cell_forward_pass(const CellForward& p) {
   at::Tensor products_buffer = at::empty({B, GH}, options);  // z
   scalar_t* products = products_buffer.mutable_data_ptr<scalar_t>();
   const int64_t blocks = (H + kUnits - 1) / kUnits;
-  at::parallel_for(0, blocks, panel_grain(blocks, 2 * kUnits * G * (I + H) * B), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, blocks, unit_block_grain(blocks, 2 * kUnits * G * (I + H) * B), [&](int64_t begin, int64_t end) {
     const int64_t j0 = begin * kUnits, count = std::min(end * kUnits, H) - j0;
     for (int64_t g = 0; g < G; ++g) {
       const int64_t row = g * H + j0;

@@ -9,7 +9,8 @@ Conv2d (padding modes, stride, dilation, groups), max, average and adaptive pool
 Recurrent paths: the persistent kernels (one unit and several units per block, a padded last
 block, batch tiles), the per-step kernels (a packed sequence; a large batch; weights too large for
 shared memory; a projection), the cells (also the opt-in one-launch cell); RNN (tanh, relu) and LSTM, both directions, float32 and
-float16 (the float-accumulating half path). --quick leaves out the largest recurrent cases.
+float16 (the float-accumulating half path); the layers under no_grad and the backward ops asked for
+only some gradients. --quick leaves out the largest recurrent cases.
 """
 import os
 import sys
@@ -41,6 +42,22 @@ def run_cell(kind, dtype, input_size=8, batch=3, **kwargs):
     out = out[0] + out[1] if isinstance(out, tuple) else out
     out.float().square().sum().backward()
     assert torch.isfinite(x.grad).all(), (kind, dtype, kwargs)
+
+
+def run_partial(kind, dtype):
+    """The paths that leave work out: under no_grad a layer writes its gates and cells to scratch; a
+    backward asked for only some gradients (output_mask) skips dx, or the weights' and biases'."""
+    torch.manual_seed(0)
+    module = getattr(dlunits.nn, kind)(8, 19, device="cuda", dtype=dtype)
+    x = torch.randn(*(() if kind.endswith("Cell") else (5,)), 4, 8, device="cuda", dtype=dtype)
+    first = lambda out: out[0] if isinstance(out, tuple) else out  # noqa: E731
+    with torch.no_grad():
+        first(module(x))
+    first(module(x)).float().square().sum().backward()  # data in: no dx
+    module.requires_grad_(False)
+    x.requires_grad_()
+    first(module(x)).float().square().sum().backward()  # frozen weights: only dx (and the states')
+    assert torch.isfinite(x.grad).all(), (kind, dtype)
 
 
 def backward_of(y, *inputs):
@@ -89,6 +106,8 @@ def main(quick):
         run_cell("LSTMCell", dtype)
         run_cell("RNNCell", dtype)
         run_cell("RNNCell", dtype, nonlinearity="relu", bias=False)
+        for kind in ("LSTM", "RNN", "LSTMCell", "RNNCell"):
+            run_partial(kind, dtype)
         os.environ["DLUNITS_CUDA_FUSED_CELL"] = "1"   # the one-launch cell (opt-in)
         run_cell("LSTMCell", dtype)
         run_cell("RNNCell", dtype, nonlinearity="relu", bias=False)

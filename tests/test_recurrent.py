@@ -965,6 +965,11 @@ LSTM_CELL_ERRORS = [
      r"hidden1 has inconsistent hidden_size: got 4, expected 6"),
     ("cell-batch", lambda m: m(_x(3, 5), (_x(3, 6), _x(2, 6))), RuntimeError,
      r"Input batch size 3 doesn't match hidden1 batch size 2"),
+    ("one-state", lambda m: m(_x(3, 5), (_x(3, 6),)), RuntimeError, r"lstm_cell expects two hidden states"),
+    ("three-states", lambda m: m(_x(3, 5), (_x(3, 6), _x(3, 6), _x(3, 6))), RuntimeError,
+     r"lstm_cell expects two hidden states"),
+    ("state-not-a-tuple", lambda m: m(_x(3, 5), _x(3, 6)), TypeError,
+     r"lstm_cell\(\): argument 'hx' \(position 2\) must be tuple of Tensors, not Tensor"),
 ]
 
 

@@ -250,16 +250,25 @@ def _twin(module: torch.nn.Module) -> torch.nn.Module:
 
 def convert(model: torch.nn.Module, inplace: bool = False) -> torch.nn.Module:
     """model with every torch.nn layer that dlunits has a twin of (exact type match, so user
-    subclasses with their own forward are left alone) replaced by that twin, weights kept.
+    subclasses with their own forward are left alone) replaced by that twin, weights kept. A layer
+    that appears in several places (shared, tied) becomes one twin, shared the same way.
 
     With inplace=False the model is deep-copied first and the original is untouched.
     """
     if not inplace:
         model = copy.deepcopy(model)
-    if type(model) in TWINS:
-        return _twin(model)
-    for name, child in model.named_children():
-        converted = convert(child, inplace=True)
-        if converted is not child:
-            setattr(model, name, converted)
-    return model
+    return _convert(model, {})
+
+
+def _convert(module: torch.nn.Module, done: dict) -> torch.nn.Module:
+    """convert's walk; done maps id(module) to what it became, for modules met twice."""
+    if id(module) not in done:
+        if type(module) in TWINS:
+            done[id(module)] = _twin(module)
+        else:
+            done[id(module)] = module
+            for name, child in module.named_children():
+                converted = _convert(child, done)
+                if converted is not child:
+                    setattr(module, name, converted)
+    return done[id(module)]

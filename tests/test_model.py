@@ -167,6 +167,20 @@ def test_convert_single_layer_and_idempotence():
     torch.testing.assert_close(again(x), layer(x), **TOL)
 
 
+def test_convert_keeps_shared_layers_shared():
+    """A layer used in two places (tied) becomes one twin, in both places, as it is one module in torch."""
+    shared = nn.LSTM(4, 5)
+    model = nn.ModuleDict({"encoder": shared, "decoder": nn.Sequential(shared, nn.Identity()), "head": nn.Linear(5, 2)})
+    names = [n for n, _ in model.named_modules()]  # torch lists a shared module once
+    for inplace in (False, True):
+        converted = dlunits.nn.convert(copy.deepcopy(model), inplace=inplace)
+        assert type(converted["encoder"]) is dlunits.nn.LSTM
+        assert converted["encoder"] is converted["decoder"][0]
+        assert [n for n, _ in converted.named_modules()] == names
+        converted["encoder"].eval()
+        assert not converted["decoder"][0].training
+
+
 def test_convert_keeps_hooks_and_mode():
     model = make_model().eval()
     calls = []

@@ -129,7 +129,8 @@ inline void check_recurrent_state(const char* op, const at::Tensor& input, const
   TORCH_CHECK(s[1] == size, "hidden", label, " has inconsistent hidden_size: got ", s[1], ", expected ", size);
 }
 
-// batch_sizes of a layer op: at least one step, each in [1, batch_sizes[0]], non-increasing, summing to N.
+// batch_sizes of a layer op: at least one step, each in [1, batch_sizes[0]], non-increasing, summing to N;
+// or all zero, a padded sequence of an empty batch (N = 0), which torch.nn's layers take too.
 inline void set_batch_sizes(const char* op, RecurrentGeometry& g, at::IntArrayRef batch_sizes, int64_t rows) {
   TORCH_CHECK(!batch_sizes.empty(), op, ": expected batch_sizes to have at least one time step, but got []");
   g.batch_sizes.assign(batch_sizes.begin(), batch_sizes.end());
@@ -138,9 +139,9 @@ inline void set_batch_sizes(const char* op, RecurrentGeometry& g, at::IntArrayRe
   g.uniform = true;
   for (size_t t = 0; t < batch_sizes.size(); ++t) {
     const int64_t b = batch_sizes[t];
-    TORCH_CHECK(b >= 1 && (t == 0 || b <= batch_sizes[t - 1]), op,
-                ": expected batch_sizes to be positive and non-increasing (sequences sorted by decreasing length), "
-                "but got batch_sizes=", batch_sizes);
+    TORCH_CHECK((b >= 1 || batch_sizes[0] == 0) && b >= 0 && (t == 0 || b <= batch_sizes[t - 1]), op,
+                ": expected batch_sizes to be positive (or all zero, an empty batch) and non-increasing (sequences "
+                "sorted by decreasing length), but got batch_sizes=", batch_sizes);
     g.uniform = g.uniform && b == batch_sizes[0];
     g.offsets[t] = total;
     total += b;

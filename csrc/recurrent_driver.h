@@ -346,7 +346,7 @@ RecurrentBackward recurrent_backward(const RecurrentGeometry& g, RnnActivation a
   scalar_t* dz = grad_gates.mutable_data_ptr<scalar_t>();
   scalar_t* dh = r.grad_h0.mutable_data_ptr<scalar_t>();
   const bool persistent =
-      g.uniform && !g.projected() &&
+      N > 0 && g.uniform && !g.projected() &&
       Kernels::persistent_backward(PersistentBackward<scalar_t>{
           grad_out, output.defined() ? output.const_data_ptr<scalar_t>() : nullptr, lstm ? gates.const_data_ptr<scalar_t>() : nullptr,
           lstm ? cells.const_data_ptr<scalar_t>() : nullptr, lstm ? c0.const_data_ptr<scalar_t>() : nullptr,

@@ -171,7 +171,7 @@ class _RecurrentMixin:
         if packed:
             return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), \
                 self.permute_hidden(hidden, unsorted_indices)
-        output = output.view(sequence.size(0), sequence.size(1), -1)
+        output = output.view(sequence.size(0), sequence.size(1), output.size(-1))
         if self.batch_first:
             output = output.transpose(0, 1)
         if not batched:

@@ -428,6 +428,27 @@ def test_unbatched(kind, kwargs, with_state):
     assert y[0].shape[0] == 6 and y[1].dim() == 2
 
 
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+@pytest.mark.parametrize("kind,kwargs", [("RNN", {"num_layers": 2, "bidirectional": True}),
+                                         ("LSTM", {"num_layers": 2}),
+                                         ("LSTM", {"proj_size": 2, "bidirectional": True, "batch_first": True}),
+                                         ("RNNCell", {}), ("LSTMCell", {})], ids=str)
+@pytest.mark.parametrize("with_state", [True, False])
+def test_empty_batch(device, dtype, kind, kwargs, with_state):
+    """A batch of no sequences (torch.nn takes it): outputs and states of the right empty shapes,
+    and gradients of every parameter, all zero, as torch's."""
+    ref, dl = module_pair(kind, 4, 5, **kwargs)
+    gen = make_generator(14)
+    if kind.endswith("Cell"):
+        x = randn(0, 4, gen=gen)
+        hx = (randn(0, 5, gen=gen), randn(0, 5, gen=gen)) if kind == "LSTMCell" else randn(0, 5, gen=gen)
+    else:
+        x = randn(0, 6, 4, gen=gen) if kwargs.get("batch_first") else randn(6, 0, 4, gen=gen)
+        hx = initial_state(kind, kwargs, 0, gen, hidden=5)
+    y_dl, y_ref = compare_modules(ref, dl, x, hx if with_state else None, dtype=dtype, device=device)
+    assert [t.shape for t in y_dl] == [t.shape for t in y_ref] and all(t.numel() == 0 for t in y_dl)
+
+
 @pytest.mark.parametrize("kind,kwargs", [("RNN", {}), ("RNN", {"nonlinearity": "relu", "num_layers": 2}),
                                          ("LSTM", {}), ("LSTM", {"num_layers": 2, "bidirectional": True}),
                                          ("LSTM", {"proj_size": 3, "bidirectional": True, "batch_first": True}),
@@ -1036,7 +1057,7 @@ OP_ERRORS = [
      r"expected input to have sum\(batch_sizes\) = 4 rows, but got 5 rows"),
     ("batch-sizes-increasing", lambda: ops.rnn_layer(_x(5, 3), _x(2, 4), _x(4, 3), _x(4, 4), None, None, [2, 3],
                                                      False, "tanh"),
-     r"expected batch_sizes to be positive and non-increasing"),
+     r"expected batch_sizes to be positive \(or all zero, an empty batch\) and non-increasing"),
     ("batch-sizes-empty", lambda: ops.rnn_layer(_x(0, 3), _x(2, 4), _x(4, 3), _x(4, 4), None, None, [], False, "tanh"),
      r"expected batch_sizes to have at least one time step"),
     ("proj", lambda: ops.lstm_layer(_x(4, 3), _x(2, 5), _x(2, 4), _x(16, 3), _x(16, 5), None, None, _x(5, 4), [2, 2],

@@ -184,7 +184,9 @@ struct RecurrentBackward {
   at::Tensor grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias, grad_weight_hr;
 };
 
-// out = a · b into a view of a larger buffer (at::mm_out wants an lvalue).
+// out = a · b into a view of a larger buffer (at::mm_out wants an lvalue). Every product here goes
+// through mm_out: under torch.autocast, the functional at::mm would be cast to lower precision too
+// (the autocast kernels of dlunits' ops run with autocast off, but backward ops may not).
 inline void mm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b) { at::mm_out(out, a, b); }
 
 // b_ih + b_hh once per call, so that each step reads one bias vector (zeros without
@@ -266,7 +268,8 @@ RecurrentForward recurrent_forward(const RecurrentGeometry& g, RnnActivation act
   if (N == 0) return f;
 
   const at::Tensor bias = combined_bias(bias_ih, bias_hh, GH, options);
-  const at::Tensor input_proj = at::mm(input, weight_ih.t());  // every step's W_ih x_t in one product
+  const at::Tensor input_proj = at::empty({N, GH}, options);
+  mm_into(input_proj, input, weight_ih.t());  // every step's W_ih x_t in one product
   const at::Tensor weight_hh_t = weight_hh.t();
   at::Tensor hidden_proj = at::empty({g.batch, GH}, options);
   at::Tensor unprojected = g.projected() ? at::empty({g.batch, H}, options) : at::Tensor();

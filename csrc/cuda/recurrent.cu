@@ -800,7 +800,8 @@ struct CudaKernels {
           p.activation};
       if (lstm ? launch_fused_cell<scalar_t, 4>(f) : launch_fused_cell<scalar_t, 1>(f)) return true;
     }
-    at::Tensor pre = at::mm(p.input, p.weight_ih.t());
+    at::Tensor pre = at::empty({p.input.size(0), p.weight_ih.size(0)}, p.input.options());
+    mm_into(pre, p.input, p.weight_ih.t());
     pre.addmm_(p.h0, p.weight_hh.t());
     const CellStep<scalar_t> s{pre.const_data_ptr<scalar_t>(), pointer(p.bias_ih), pointer(p.bias_hh),
                                lstm ? p.c0.const_data_ptr<scalar_t>() : nullptr, p.output.mutable_data_ptr<scalar_t>(),

@@ -46,7 +46,8 @@ def _pip_cuda_include_dirs():
 
 def _extension():
     here = os.path.dirname(os.path.abspath(__file__))
-    sources = [os.path.join("csrc", "ops.cpp"), os.path.join("csrc", "recurrent_autograd.cpp")] + sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    sources = [os.path.join("csrc", name) for name in ("ops.cpp", "recurrent_autograd.cpp", "autocast.cpp")]
+    sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     cxx = ["-O3", "-fopenmp"] if os.name != "nt" else ["/O2"]
     # The CPU kernels' loops are vectorised for the machine that compiles them, as
     # for any from-source build; DLUNITS_PORTABLE=1 builds for any x86-64 instead.

@@ -1,7 +1,7 @@
 // dlunits — every op's schema, in one place.
 //
 // Kernels are registered per backend in csrc/cpu/*.cpp and csrc/cuda/*.cu
-// (TORCH_LIBRARY_IMPL); fake kernels and autograd are registered from Python
+// (TORCH_LIBRARY_IMPL), the forward ops' autocast kernels in csrc/autocast.cpp; fake kernels and autograd are registered from Python
 // (dlunits/ops.py), except the recurrent units' autograd, which is C++
 // (csrc/recurrent_autograd.cpp: a cell is called once per time step, and its fixed
 // cost per call matters). The Python module dlunits._C exposes the shared shape checks

@@ -38,23 +38,21 @@ constexpr const char* kSameDtypeOps[] = {"pad2d",       "max_pool2d",          "
                                          "avg_pool2d",  "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices",
                                          "adaptive_avg_pool2d"};
 
+template <auto kernel, size_t n>
+void register_autocast(torch::Library& m, const char* const (&names)[n]) {
+  for (const char* name : names) m.impl(name, torch::CppFunction::makeFromBoxedFunction<kernel>());
+}
+
 }  // namespace
 }  // namespace dlunits
 
 TORCH_LIBRARY_IMPL(dlunits, AutocastCPU, m) {
-  using dlunits::autocast_kernel;
-  for (const char* name : dlunits::kLowerPrecisionOps) {
-    m.impl(name, torch::CppFunction::makeFromBoxedFunction<&autocast_kernel<c10::DeviceType::CPU, dlunits::float32>>());
-  }
-  for (const char* name : dlunits::kSameDtypeOps) {
-    m.impl(name, torch::CppFunction::makeFromBoxedFunction<&autocast_kernel<c10::DeviceType::CPU, dlunits::float32>>());
-  }
+  constexpr auto kernel = &dlunits::autocast_kernel<c10::DeviceType::CPU, dlunits::float32>;
+  dlunits::register_autocast<kernel>(m, dlunits::kLowerPrecisionOps);
+  dlunits::register_autocast<kernel>(m, dlunits::kSameDtypeOps);
 }
 
 TORCH_LIBRARY_IMPL(dlunits, AutocastCUDA, m) {
-  using dlunits::autocast_kernel;
-  for (const char* name : dlunits::kLowerPrecisionOps) {
-    m.impl(name, torch::CppFunction::makeFromBoxedFunction<
-                     &autocast_kernel<c10::DeviceType::CUDA, dlunits::cuda_autocast_dtype>>());
-  }
+  dlunits::register_autocast<&dlunits::autocast_kernel<c10::DeviceType::CUDA, dlunits::cuda_autocast_dtype>>(
+      m, dlunits::kLowerPrecisionOps);
 }

@@ -1,11 +1,12 @@
 // dlunits — every op's schema, in one place.
 //
 // Kernels are registered per backend in csrc/cpu/*.cpp and csrc/cuda/*.cu
-// (TORCH_LIBRARY_IMPL), the forward ops' autocast kernels in csrc/autocast.cpp; fake kernels and autograd are registered from Python
-// (dlunits/ops.py), except the recurrent units' autograd, which is C++
-// (csrc/recurrent_autograd.cpp: a cell is called once per time step, and its fixed
-// cost per call matters). The Python module dlunits._C exposes the shared shape checks
-// of shape_checks.h so that the fake kernels validate exactly as the real ones.
+// (TORCH_LIBRARY_IMPL), the forward ops' autocast kernels in csrc/autocast.cpp;
+// fake kernels and autograd are registered from Python (dlunits/ops.py), except the
+// recurrent units' autograd, which is C++ (csrc/recurrent_autograd.cpp: a cell is called
+// once per time step, and its fixed cost per call matters). The Python module dlunits._C
+// exposes the shared shape checks of shape_checks.h so that the fake kernels validate
+// exactly as the real ones.
 //
 // Conventions:
 //   padding is always [top, bottom, left, right], so that padding='same' with an

@@ -119,9 +119,24 @@ class _RecurrentMixin:
                                 get("weight_hr") if getattr(self, "proj_size", 0) > 0 else None))
         return weights
 
+    @staticmethod
+    def _check_hx_type(hx, lstm):
+        """What hx must be (torch.nn's layers fail on a malformed one with an IndexError or an
+        AttributeError, or, given an LSTM a bare tensor, misread it)."""
+        if not lstm:
+            if not torch.is_tensor(hx):
+                raise TypeError(f"RNN: expected hx to be a Tensor (h_0), but got {type(hx).__name__}")
+            return
+        if not isinstance(hx, (tuple, list)) or not all(torch.is_tensor(h) for h in hx):
+            raise TypeError(f"LSTM: expected hx to be a tuple (h_0, c_0) of Tensors, but got {type(hx).__name__}")
+        if len(hx) != 2:
+            raise RuntimeError(f"lstm expects two hidden states, but got {len(hx)}")
+
     def _run(self, input, hx):
         lstm = self.mode == "LSTM"
         name = "LSTM" if lstm else "RNN"
+        if hx is not None:
+            self._check_hx_type(hx, lstm)
         directions = 2 if self.bidirectional else 1
         state_size = self.proj_size if self.proj_size > 0 else self.hidden_size
         packed = isinstance(input, PackedSequence)

@@ -1032,6 +1032,29 @@ def test_lstm_errors():
                 r"RNN input dtype \(torch.float64\) does not match weight dtype \(torch.float32\)")
 
 
+def test_lstm_hidden_state_count():
+    ref, dl = _both("LSTM", 5, 6)
+    three = (_x(1, 2, 6),) * 3
+    _same_error(lambda: ref(_x(4, 2, 5), three), lambda: dl(_x(4, 2, 5), three), RuntimeError,
+                r"lstm expects two hidden states")
+
+
+# Where torch.nn's layers fail on a malformed hx with an IndexError or an AttributeError (or, for an
+# LSTM given one tensor, a message about its slices' dimensions), dlunits says what hx must be.
+@pytest.mark.parametrize("kind,hx,exc,pattern", [
+    ("LSTM", lambda: _x(1, 2, 6), TypeError, r"LSTM: expected hx to be a tuple \(h_0, c_0\) of Tensors, but got Tensor"),
+    ("LSTM", lambda: (_x(1, 2, 6), "c"), TypeError, r"LSTM: expected hx to be a tuple \(h_0, c_0\) of Tensors"),
+    ("LSTM", lambda: (_x(1, 2, 6),), RuntimeError, r"lstm expects two hidden states, but got 1"),
+    ("RNN", lambda: (_x(1, 2, 6),), TypeError, r"RNN: expected hx to be a Tensor \(h_0\), but got tuple"),
+], ids=["lstm-tensor", "lstm-not-tensors", "lstm-one-state", "rnn-tuple"])
+@pytest.mark.parametrize("packed", [False, True])
+def test_hidden_state_type_errors(kind, hx, exc, pattern, packed):
+    dl = getattr(dlunits.nn, kind)(5, 6)
+    x = torch.nn.utils.rnn.pack_sequence([_x(4, 5), _x(3, 5)]) if packed else _x(4, 2, 5)
+    with pytest.raises(exc, match=pattern):
+        dl(x, hx())
+
+
 @pytest.mark.parametrize("kind", ["RNN", "LSTM"])
 @pytest.mark.parametrize("kwargs,exc,pattern", [
     ({"num_layers": 0}, ValueError, r"num_layers must be greater than zero"),

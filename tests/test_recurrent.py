@@ -551,6 +551,22 @@ def test_state_dict_and_convert():
 
 
 @pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "RNN", "LSTM"])
+def test_functorch(kind):
+    """vmap of a forward runs (torch's fallback: one call per sample) and matches the loop; torch.func.grad
+    refuses the units' C++ autograd nodes with torch's error rather than answering wrongly."""
+    _, dl = module_pair(kind, 3, 4)
+    xs = randn(*([5, 2, 3] if "Cell" in kind else [5, 4, 2, 3]), gen=make_generator(20))
+
+    def first(x):
+        out = dl(x)
+        return out if torch.is_tensor(out) else out[0]
+
+    assert_close_rel(torch.func.vmap(first)(xs), torch.stack([first(x) for x in xs]), 1e-12, "vmap")
+    with pytest.raises(RuntimeError, match=r"cannot use C\+\+ torch::autograd::Function with functorch transforms"):
+        torch.func.grad(lambda x: first(x).sum())(xs[0])
+
+
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "RNN", "LSTM"])
 def test_double_backward_raises(kind):
     """The units' autograd is C++ (csrc/recurrent_autograd.cpp); under create_graph their backward ops run
     through autograd, whose Python registration refuses."""

@@ -4,6 +4,8 @@ CUDA: linear, conv2d and the recurrent units compute in the region's dtype, as t
 keeps its input's dtype. CPU: the kernels compute in float32 and float64 only, so the forward ops cast
 lower-precision inputs to float32 there, and float32 and float64 models compute exactly as without
 autocast."""
+import copy
+
 import pytest
 import torch
 
@@ -133,17 +135,23 @@ LOWER_PRECISION_UNITS = {"Linear", "Conv2d", "RNNCell", "LSTMCell", "RNN", "LSTM
 def test_cuda_autocast(name, factory, shape, region):
     """On CUDA linear, conv2d and the recurrent units answer in the region's dtype and pooling in its
     input's, as torch's do; gradients of the float32 input and parameters stay float32; the values
-    are within half precision of torch's float32 results (or no further from them than torch's own
-    autocast results). One deliberate difference: torch's cuDNN RNN and LSTM compute in float16 even
+    are within half precision of torch's float32 results from the same rounded inputs (or no further
+    from them than torch's own autocast results). One deliberate difference: torch's cuDNN RNN and LSTM compute in float16 even
     in a bfloat16 region; dlunits' compute in the region's dtype."""
     ref, dl = pair(factory, device="cuda")
     x = randn(*shape, gen=make_generator(3), dtype=torch.float32, device="cuda")
-    exact, exact_grads = run(ref, x)
+    unit = name.split("-")[0]
     peer, peer_grads = run(ref, x, autocast=region)
     ys, grads = run(dl, x, autocast=region)
-    unit = name.split("-")[0]
+    # the float32 reference from the values autocast rounds to the region's dtype (as compare_modules does)
+    cast = unit in LOWER_PRECISION_UNITS
+    rounded = copy.deepcopy(ref)
+    with torch.no_grad():
+        for p in rounded.parameters():
+            p.copy_(p.to(region).float() if cast else p)
+    exact, exact_grads = run(rounded, x.to(region).float() if cast else x)
     for i, y in enumerate(ys):
-        assert y.dtype == (region if unit in LOWER_PRECISION_UNITS else torch.float32), f"output {i}: {y.dtype}"
+        assert y.dtype == (region if cast else torch.float32), f"output {i}: {y.dtype}"
         if unit not in ("RNN", "LSTM"):
             assert y.dtype == peer[i].dtype, f"output {i}: {y.dtype}, torch's {peer[i].dtype}"
     assert all(g.dtype == torch.float32 for g in grads)

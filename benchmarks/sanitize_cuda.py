@@ -10,7 +10,7 @@ Recurrent paths: the persistent kernels (one unit and several units per block, a
 block, batch tiles), the per-step kernels (a packed sequence; a large batch; weights too large for
 shared memory; a projection), the cells (also the opt-in one-launch cell); RNN (tanh, relu) and LSTM, both directions, float32 and
 float16 (the float-accumulating half path); the layers under no_grad and the backward ops asked for
-only some gradients. --quick leaves out the largest recurrent cases.
+only some gradients; a batch of no sequences. --quick leaves out the largest recurrent cases.
 """
 import os
 import sys
@@ -58,6 +58,16 @@ def run_partial(kind, dtype):
     x.requires_grad_()
     first(module(x)).float().square().sum().backward()  # frozen weights: only dx (and the states')
     assert torch.isfinite(x.grad).all(), (kind, dtype)
+
+
+def run_empty(kind, dtype, **kwargs):
+    """A batch of no sequences: the step kernels launch over no rows, the products have no rows or
+    depth, and the weight gradients come back zero."""
+    module = getattr(dlunits.nn, kind)(8, 19, device="cuda", dtype=dtype, **kwargs)
+    x = torch.randn(5, 0, 8, device="cuda", dtype=dtype, requires_grad=True)
+    out, hidden = module(x)
+    (out.float().sum() + sum(h.float().sum() for h in (hidden if isinstance(hidden, tuple) else (hidden,)))).backward()
+    assert all(p.grad is not None and not p.grad.any() for p in module.parameters()), (kind, dtype, kwargs)
 
 
 def backward_of(y, *inputs):
@@ -108,6 +118,9 @@ def main(quick):
         run_cell("RNNCell", dtype, nonlinearity="relu", bias=False)
         for kind in ("LSTM", "RNN", "LSTMCell", "RNNCell"):
             run_partial(kind, dtype)
+        run_empty("LSTM", dtype, num_layers=2, bidirectional=True)
+        run_empty("LSTM", dtype, proj_size=5)
+        run_empty("RNN", dtype)
         os.environ["DLUNITS_CUDA_FUSED_CELL"] = "1"   # the one-launch cell (opt-in)
         run_cell("LSTMCell", dtype)
         run_cell("RNNCell", dtype, nonlinearity="relu", bias=False)

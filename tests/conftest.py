@@ -154,6 +154,19 @@ def assert_close_rel(actual, expected, rel, msg="", *, peer=None, slack=None):
                                  f"torch's own {peer.dtype} result ({peer_error:.4g})") from None
 
 
+def flat_outputs(result):
+    """A module's result as a flat list of tensors: output (or PackedSequence data) and states."""
+    out = []
+    for r in result if isinstance(result, tuple) else (result,):
+        if isinstance(r, torch.nn.utils.rnn.PackedSequence):
+            out.append(r.data)
+        elif isinstance(r, tuple):
+            out.extend(r)
+        else:
+            out.append(r)
+    return out
+
+
 def compare_with_torch(dl_fn, torch_fn, tensors, *, dtype=torch.float64, device="cpu", seed=0,
                        grad_output_transform=None, check_memory_format=True, rel=None, half_slack=None):
     """Runs dl_fn(*tensors) and torch_fn(*tensors) and compares the outputs and the gradients

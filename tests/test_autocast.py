@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import dlunits
-from conftest import REL_TOL, assert_close_rel, make_generator, randn, requires_cuda
+from conftest import REL_TOL, assert_close_rel, flat_outputs, make_generator, randn, requires_cuda
 
 # (name, module factory given torch.nn or dlunits.nn, input shape)
 CASES = [
@@ -38,14 +38,6 @@ def pair(factory, dtype=torch.float32, device="cpu"):
     return ref, dl
 
 
-def flat(result):
-    """A module's result as a flat list of tensors."""
-    out = []
-    for r in result if isinstance(result, tuple) else (result,):
-        out.extend(r if isinstance(r, tuple) else (r,))
-    return out
-
-
 def run(module, x, autocast=None):
     """Outputs, and the gradients of x and every parameter of a fixed weighting of them, with the
     forward and the backward inside torch.autocast(device, dtype=autocast) when autocast is given."""
@@ -55,7 +47,7 @@ def run(module, x, autocast=None):
         p.grad = None
     ctx = torch.autocast(x.device.type, dtype=autocast) if autocast else torch.autocast(x.device.type, enabled=False)
     with ctx:
-        ys = flat(module(x))
+        ys = flat_outputs(module(x))
         gen = make_generator(7)
         loss = sum((y * randn(*y.shape, gen=gen, dtype=y.dtype, device=y.device)).sum() for y in ys)
         grads = torch.autograd.grad(loss, [x] + params)

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import dlunits
-from conftest import (DEVICE_DTYPES, DEVICES, REL_TOL, assert_close_rel, compare_with_torch, make_generator, num_threads,
-                      randn, reference_dtype)
+from conftest import (DEVICE_DTYPES, DEVICES, REL_TOL, assert_close_rel, compare_with_torch, flat_outputs, make_generator,
+                      num_threads, randn, reference_dtype)
 
 D = dlunits.functional
 ops = torch.ops.dlunits
@@ -34,19 +34,6 @@ def module_pair(kind, *args, **kwargs):
     dl.load_state_dict(ref.state_dict())
     assert isinstance(dl, getattr(torch.nn, kind))
     return ref, dl
-
-
-def _flat(result):
-    """A module's result as a flat list of tensors: output (or PackedSequence data) and states."""
-    out = []
-    for r in result if isinstance(result, tuple) else (result,):
-        if isinstance(r, torch.nn.utils.rnn.PackedSequence):
-            out.append(r.data)
-        elif isinstance(r, tuple):
-            out.extend(r)
-        else:
-            out.append(r)
-    return out
 
 
 def compare_modules(ref, dl, x, hx=None, *, dtype=torch.float64, device="cpu", seed=3, pack=None, rel=None):
@@ -69,8 +56,8 @@ def compare_modules(ref, dl, x, hx=None, *, dtype=torch.float64, device="cpu", s
 
     x_dl, h_dl = inputs(dtype)
     x_ref, h_ref = inputs(ref_dtype)
-    y_dl = _flat(dl(pack(x_dl) if pack else x_dl, h_dl))
-    y_ref = _flat(ref(pack(x_ref) if pack else x_ref, h_ref))
+    y_dl = flat_outputs(dl(pack(x_dl) if pack else x_dl, h_dl))
+    y_ref = flat_outputs(ref(pack(x_ref) if pack else x_ref, h_ref))
     assert len(y_dl) == len(y_ref)
     for i, (a, b) in enumerate(zip(y_dl, y_ref)):
         assert a.dtype == dtype
@@ -308,7 +295,7 @@ def test_nan_propagates(device, dtype, kind, kwargs):
     results = []
     for module, t in ((dl, dtype), (ref, ref_dtype)):
         xs = x.to(device=device, dtype=t).requires_grad_()
-        out = _flat(module(xs))
+        out = flat_outputs(module(xs))
         (out[0] * torch.arange(out[0].numel(), device=device).view(out[0].shape)).nan_to_num(0.0).sum().backward()
         results.append([o.detach().to(ref_dtype) for o in out] + [xs.grad.to(ref_dtype)])
     assert torch.isnan(results[1][0]).any() and not torch.isnan(results[1][0]).all()
@@ -861,7 +848,7 @@ def test_lstm_no_grad_and_frozen_layer(kwargs, packed, monkeypatch):
     record = _RecordSave()
     monkeypatch.setattr(D, "_ops", record)
     with torch.no_grad():
-        for i, (a, b) in enumerate(zip(_flat(dl(wrap(x))), _flat(ref(wrap(x))))):
+        for i, (a, b) in enumerate(zip(flat_outputs(dl(wrap(x))), flat_outputs(ref(wrap(x))))):
             assert_close_rel(a, b, REL_TOL[torch.float64], f"no_grad output {i}")
     assert record.saves and not any(record.saves)
     if kwargs.get("num_layers", 1) < 2:
@@ -871,7 +858,7 @@ def test_lstm_no_grad_and_frozen_layer(kwargs, packed, monkeypatch):
     for module in (ref, dl):
         for name, p in module.named_parameters():
             p.requires_grad_(not name.endswith("_l0") and not name.endswith("_l0_reverse"))
-        out = _flat(module(wrap(x)))
+        out = flat_outputs(module(wrap(x)))
         (out[0].sin().sum() + out[1].sum()).backward()
         grads.append([p.grad for p in module.parameters() if p.requires_grad])
     assert record.saves == [False, False, True, True]  # layer 0 both directions, then layer 1

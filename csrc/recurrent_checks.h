@@ -137,9 +137,10 @@ inline void set_batch_sizes(const char* op, RecurrentGeometry& g, at::IntArrayRe
   g.offsets.resize(batch_sizes.size());
   int64_t total = 0;
   g.uniform = true;
+  const int64_t least = batch_sizes[0] == 0 ? 0 : 1;  // an empty batch's steps are all zero
   for (size_t t = 0; t < batch_sizes.size(); ++t) {
     const int64_t b = batch_sizes[t];
-    TORCH_CHECK((b >= 1 || batch_sizes[0] == 0) && b >= 0 && (t == 0 || b <= batch_sizes[t - 1]), op,
+    TORCH_CHECK(b >= least && (t == 0 || b <= batch_sizes[t - 1]), op,
                 ": expected batch_sizes to be positive (or all zero, an empty batch) and non-increasing (sequences "
                 "sorted by decreasing length), but got batch_sizes=", batch_sizes);
     g.uniform = g.uniform && b == batch_sizes[0];

@@ -338,6 +338,10 @@ RecurrentBackward recurrent_backward(const RecurrentGeometry& g, RnnActivation a
                                  : (no_state_gradient ? at::empty_like(h0, at::MemoryFormat::Contiguous)
                                                       : at::zeros_like(h0));
   if (lstm) r.grad_c0 = grad_c_n.defined() ? grad_c_n.clone(at::MemoryFormat::Contiguous) : at::zeros_like(c0);
+  if (N == 0) {  // an empty batch: the states' gradients pass through, the weights' are zero
+    for (at::Tensor* t : {&r.grad_weight_ih, &r.grad_weight_hh, &r.grad_bias, &r.grad_weight_hr}) t->zero_();
+    return r;
+  }
   at::Tensor grad_hidden_total, unprojected, grad_unprojected;  // with a projection
   if (g.projected()) {
     grad_hidden_total = at::empty({N, P}, options);
@@ -349,7 +353,7 @@ RecurrentBackward recurrent_backward(const RecurrentGeometry& g, RnnActivation a
   scalar_t* dz = grad_gates.mutable_data_ptr<scalar_t>();
   scalar_t* dh = r.grad_h0.mutable_data_ptr<scalar_t>();
   const bool persistent =
-      N > 0 && g.uniform && !g.projected() &&
+      g.uniform && !g.projected() &&
       Kernels::persistent_backward(PersistentBackward<scalar_t>{
           grad_out, output.defined() ? output.const_data_ptr<scalar_t>() : nullptr, lstm ? gates.const_data_ptr<scalar_t>() : nullptr,
           lstm ? cells.const_data_ptr<scalar_t>() : nullptr, lstm ? c0.const_data_ptr<scalar_t>() : nullptr,

@@ -162,13 +162,18 @@ def rnn_cell(input: torch.Tensor, hx: torch.Tensor, weight_ih: torch.Tensor, wei
     return _ops.rnn_cell(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity)
 
 
+def _check_two_states(op: str, hx: Sequence[torch.Tensor]) -> None:
+    """An LSTM's state is (h, c), in torch's words when it is not."""
+    if len(hx) != 2:
+        raise RuntimeError(f"{op} expects two hidden states, but got {len(hx)}")
+
+
 def lstm_cell(input: torch.Tensor, hx: Sequence[torch.Tensor], weight_ih: torch.Tensor, weight_hh: torch.Tensor,
               bias_ih: Optional[torch.Tensor] = None, bias_hh: Optional[torch.Tensor] = None):
     """One LSTM step: (h', c') from input (B, I) and hx = (h, c), both (B, H); weights as torch.nn.LSTMCell's."""
     if not isinstance(hx, (tuple, list)):
         raise TypeError(f"lstm_cell(): argument 'hx' (position 2) must be tuple of Tensors, not {type(hx).__name__}")
-    if len(hx) != 2:
-        raise RuntimeError(f"lstm_cell expects two hidden states, but got {len(hx)}")
+    _check_two_states("lstm_cell", hx)
     hy, cy, _gates, _cells = _ops.lstm_cell(input, hx[0], hx[1], weight_ih, weight_hh, bias_ih, bias_hh)
     return hy, cy
 

@@ -129,8 +129,7 @@ class _RecurrentMixin:
             return
         if not isinstance(hx, (tuple, list)) or not all(torch.is_tensor(h) for h in hx):
             raise TypeError(f"LSTM: expected hx to be a tuple (h_0, c_0) of Tensors, but got {type(hx).__name__}")
-        if len(hx) != 2:
-            raise RuntimeError(f"lstm expects two hidden states, but got {len(hx)}")
+        functional._check_two_states("lstm", hx)
 
     def _run(self, input, hx):
         lstm = self.mode == "LSTM"

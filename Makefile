@@ -14,7 +14,7 @@ export TORCH_CUDA_ARCH_LIST
 MAX_JOBS ?= 2
 export MAX_JOBS
 
-SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
+SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.h csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.h)
 
 .PHONY: all build test bench gpu-check clean
 

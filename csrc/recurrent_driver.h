@@ -170,6 +170,31 @@ struct CellForward {
   RnnActivation activation;
 };
 
+// out = dZ·W ([rows, G·H] by [G·H, cols]): a step's state gradient dh (W = W_hh) or a layer's input
+// gradient dx (W = W_ih), for a device that computes it itself (Kernels::backward_product returns false
+// where it does not, and the driver takes a product).
+template <typename scalar_t>
+struct BackwardProduct {
+  const scalar_t* grad_gates;  // [rows, G·H] dZ
+  const scalar_t* weight;      // [G·H, cols]
+  scalar_t* out;               // [rows, cols]
+  int64_t rows, gate_rows, cols;
+};
+
+// A layer's weight and bias gradients, for a device that computes them itself (Kernels::weight_gradients
+// returns false where it does not, and the driver takes two products and a column sum):
+// dW_ih = dZᵀ·x, dW_hh = dZᵀ·h_{t-1} and db = Σ_rows dZ, each `rows` deep.
+template <typename scalar_t>
+struct WeightGradients {
+  const scalar_t* grad_gates;  // [rows, G·H] dZ
+  const scalar_t* input;       // [rows, I]
+  const scalar_t* states;      // [rows, P]   h_{t-1} of every row
+  scalar_t* grad_weight_ih;    // [G·H, I]    out
+  scalar_t* grad_weight_hh;    // [G·H, P]    out
+  scalar_t* grad_bias;         // [G·H]       out, or null (no bias)
+  int64_t rows, gate_rows, input_size, state_size;
+};
+
 // --- results -------------------------------------------------------------------------------------------------------
 
 struct RecurrentForward {
@@ -385,14 +410,28 @@ RecurrentBackward recurrent_backward(const RecurrentGeometry& g, RnnActivation a
       }
       Kernels::lstm_backward_step(step);
     }
-    mm_into(r.grad_h0.narrow(0, 0, rows), grad_gates.narrow(0, off, rows), weight_hh);
+    if (!Kernels::backward_product(
+            BackwardProduct<scalar_t>{dz + off * GH, weight_hh.const_data_ptr<scalar_t>(), dh, rows, GH, P})) {
+      mm_into(r.grad_h0.narrow(0, 0, rows), grad_gates.narrow(0, off, rows), weight_hh);
+    }
   }
 
-  if (input_grad) mm_into(r.grad_input, grad_gates, weight_ih);
+  if (input_grad && !Kernels::backward_product(BackwardProduct<scalar_t>{
+                        dz, weight_ih.const_data_ptr<scalar_t>(), r.grad_input.mutable_data_ptr<scalar_t>(), N,
+                        GH, g.input_size})) {
+    mm_into(r.grad_input, grad_gates, weight_ih);
+  }
   if (!weight_grads) return r;
-  mm_into(r.grad_weight_ih, grad_gates.t(), input);
-  mm_into(r.grad_weight_hh, grad_gates.t(), previous_states(g, output, h0, reverse));
-  if (has_bias) Kernels::column_sum(dz, N, GH, r.grad_bias.mutable_data_ptr<scalar_t>());
+  const at::Tensor states = previous_states(g, output, h0, reverse);
+  scalar_t* grad_bias = has_bias ? r.grad_bias.mutable_data_ptr<scalar_t>() : nullptr;
+  if (!Kernels::weight_gradients(WeightGradients<scalar_t>{
+          dz, input.const_data_ptr<scalar_t>(), states.const_data_ptr<scalar_t>(),
+          r.grad_weight_ih.mutable_data_ptr<scalar_t>(), r.grad_weight_hh.mutable_data_ptr<scalar_t>(), grad_bias, N,
+          GH, g.input_size, P})) {
+    mm_into(r.grad_weight_ih, grad_gates.t(), input);
+    mm_into(r.grad_weight_hh, grad_gates.t(), states);
+    if (has_bias) Kernels::column_sum(dz, N, GH, grad_bias);
+  }
   if (g.projected()) mm_into(r.grad_weight_hr, grad_hidden_total.t(), unprojected);
   return r;
 }

@@ -221,9 +221,9 @@ def test_cpu_tiled_products(dtype, kind):
     float32 and float64 and not a multiple of the vector width), an input size of 131; both directions of
     the sequence, so that the backward's products run too. Everything as torch on 1 and 3 threads, and
     the outputs bit-identical between them: the recurrent products are ours (and MKL gives a sequence's
-    input projection the same bits on both). The gradients are not held to it: their products are BLAS's,
-    which MKL splits differently by thread count on Intel processors (a float64 cell's bits changed
-    between 1 and 3 threads on a Sapphire Rapids machine)."""
+    input projection the same bits on both). The gradients are not held to it here: a sequence's backward
+    products are BLAS's, which MKL splits differently by thread count on Intel processors (a float64 cell's
+    bits changed between 1 and 3 threads on a Sapphire Rapids machine); a cell's are the next test's."""
     cell = kind.endswith("Cell")
     ref, dl = module_pair(kind, 131, 270, **({} if cell else {"bidirectional": True}))
     gen = make_generator(30)
@@ -237,6 +237,37 @@ def test_cpu_tiled_products(dtype, kind):
         results.append(y_dl)
     for a, b in zip(*results):
         assert torch.equal(a, b), "the CPU's tiled products depend on the number of threads"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell"])
+@pytest.mark.parametrize("input_size,hidden", [(144, 272), (131, 270)], ids=["whole-vectors", "partial-panels"])
+def test_cpu_cell_backward_products(dtype, kind, input_size, hidden):
+    """A thin cell's backward products on the CPU are ours (csrc/cpu/recurrent.cpp): dW_ih, dW_hh and the
+    bias gradient on thin_depth_gemm for any size (131 inputs, 270 units: a partial last panel, copied), dh
+    and dx on panel_gemm where W's rows are whole vectors (144 inputs, 272 units; BLAS's otherwise). A batch
+    of 13 (balanced row tiles of dh and dx; the gate rows split unevenly over 3 threads); as torch in
+    compare_modules, and bit-identical on 1 and 3 threads, gradients included."""
+    ref, dl = module_pair(kind, input_size, hidden)
+    gen = make_generator(31)
+    x, h = randn(13, input_size, gen=gen), randn(13, hidden, gen=gen)
+    hx = (h, randn(*h.shape, gen=gen)) if kind == "LSTMCell" else h
+    compare_modules(ref, dl, x, hx, dtype=dtype)
+    dl = dl.to(dtype)
+    states = list(hx) if isinstance(hx, tuple) else [hx]
+    leaves = [t.to(dtype).requires_grad_(True) for t in [x] + states]
+    weights = [randn(13, hidden, gen=gen, dtype=dtype) for _ in states]
+    results = []
+    for threads in (1, 3):
+        with num_threads(threads):
+            out = flat_outputs(dl(leaves[0], tuple(leaves[1:]) if kind == "LSTMCell" else leaves[1]))
+            loss = sum((o * w).sum() for o, w in zip(out, weights))
+            results.append(torch.autograd.grad(loss, leaves + list(dl.parameters())))
+    names = ["input"] + [f"hx[{i}]" for i in range(len(states))] + [n for n, _ in dl.named_parameters()]
+    whole = input_size % 16 == 0 and hidden % 16 == 0
+    for name, a, b in zip(names, *results):
+        if whole or name.startswith(("weight", "bias")) or name == "hx[1]":
+            assert torch.equal(a, b), f"the gradient of {name} depends on the number of threads"
 
 
 # --------------------------------------------------------------------------------------

@@ -38,8 +38,9 @@
 // Cost: 2·M·N·K FLOPs. Bytes: B once per call when the tile loop keeps it in cache
 // (a panel group's chunk is reused by every row tile), A once per group from L1/L2, C
 // once (twice per extra K chunk). With W's rows read in place as the panels (stride H,
-// half a cache line each), or with K thin (a weight gradient, K = batch), MKL was
-// faster: those products stay BLAS.
+// half a cache line each) a sequence's step was faster on MKL. A cell's backward takes
+// them anyway (dh = dZ·W_hh on two threads where MKL used one: csrc/cpu/recurrent.cpp),
+// and its weight gradients (K thin, the batch) go through thin_depth_gemm below.
 //
 // Needs GCC's or Clang's vector extensions (the project builds with either).
 #pragma once
@@ -48,6 +49,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "vector_math.h"
 
@@ -217,6 +219,38 @@ void panel_gemm(const MatrixA<T>& a, int64_t M, const Panels<T>& b, int64_t p_be
                               c + m * ldc + p * L, ldc, width, accumulate || k0 > 0);
         m += rows;
       }
+    }
+  }
+}
+
+// C[0:M, 0:cols] = A[0:M, 0:K] · B for a thin depth K (a cell's weight gradient dW = dZᵀ·x: K is the
+// batch), with B [K, cols] row-major, read in place (row stride b_row): its whole panels as they lie,
+// its last cols mod L columns through a zero-padded copy (a full vector load there would read past
+// the row). Row tiles outside and panel groups inside, the reverse of panel_gemm's order: with K thin
+// a tile is a few loads and stores around K · MR · NP FMAs, so C's writes and B's reads set the speed.
+// This order writes each tile's rows of C whole, in full cache lines, once, while B (K rows) stays in
+// L1; panel_gemm's order writes C in column strips three panels wide, each of C's cache lines in two
+// strips, and a 1 MiB C comes back from L3 for the second. Single-threaded: callers split the rows.
+template <typename T>
+void thin_depth_gemm(const MatrixA<T>& a, int64_t M, const T* b, int64_t b_row, int64_t K, int64_t cols, T* c,
+                     int64_t ldc) {
+  constexpr int L = Simd<T>::lanes;
+  constexpr int kRows = detail::max_rows(detail::kMaxPanels);
+  const int64_t whole = cols / L, tail = cols - whole * L;
+  std::vector<T> tail_panel(tail > 0 ? K * L : 0, T(0));  // the last columns, zero-padded to L
+  for (int64_t k = 0; k < K && tail > 0; ++k) std::copy_n(b + k * b_row + whole * L, tail, &tail_panel[k * L]);
+  for (int64_t m = 0; m < M; m += kRows) {
+    const int rows = static_cast<int>(std::min<int64_t>(kRows, M - m));
+    const T* a_rows = a.data + m * a.row_stride;
+    T* c_rows = c + m * ldc;
+    for (int64_t p = 0; p < whole; p += detail::kMaxPanels) {
+      const int panels = static_cast<int>(std::min<int64_t>(detail::kMaxPanels, whole - p));
+      detail::group_tile<T>(panels, rows, a_rows, a.row_stride, a.col_stride, b + p * L, L, b_row, K, c_rows + p * L,
+                            ldc, L, false);
+    }
+    if (tail > 0) {
+      detail::group_tile<T>(1, rows, a_rows, a.row_stride, a.col_stride, tail_panel.data(), L, L, K,
+                            c_rows + whole * L, ldc, tail, false);
     }
   }
 }

@@ -813,6 +813,17 @@ struct CudaKernels {
     return true;
   }
 
+  // The backward's products are the driver's cuBLAS calls (and column_sum_kernel for the bias).
+  template <typename scalar_t>
+  static bool backward_product(const BackwardProduct<scalar_t>&) {
+    return false;
+  }
+
+  template <typename scalar_t>
+  static bool weight_gradients(const WeightGradients<scalar_t>&) {
+    return false;
+  }
+
   template <typename scalar_t>
   static bool persistent_forward(const PersistentForward<scalar_t>& p) {
     if (p.steps < 2) return false;  // one step (a cell) is no recurrence: the step kernels

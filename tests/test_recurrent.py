@@ -270,6 +270,19 @@ def test_cpu_cell_backward_products(dtype, kind, input_size, hidden):
             assert torch.equal(a, b), f"the gradient of {name} depends on the number of threads"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind,hidden,kwargs", [("RNN", 16, {}), ("LSTM", 16, {}), ("LSTM", 20, {"proj_size": 16})],
+                         ids=["RNN", "LSTM", "LSTM-proj_size"])
+def test_cpu_packed_step_products(dtype, kind, hidden, kwargs):
+    """A packed or projected sequence runs step by step through the driver; on the CPU each step's
+    dh = dZ·W_hh, a thin batch whose rows shrink as sequences end, is panel_gemm's where the state is whole
+    vectors (16 here, or 20 units projected to 16); as torch, gradients included."""
+    ref, dl = module_pair(kind, 5, hidden, **kwargs)
+    x = randn(5, 4, 5, gen=make_generator(32))
+    lengths = torch.tensor([5, 3, 3, 1])
+    compare_modules(ref, dl, x, dtype=dtype, pack=lambda t: pack_padded_sequence(t, lengths, enforce_sorted=False))
+
+
 # --------------------------------------------------------------------------------------
 # Whole sequences: every option of torch.nn.RNN and torch.nn.LSTM
 # --------------------------------------------------------------------------------------
@@ -929,14 +942,19 @@ def test_hypothesis(kind, input_size, hidden, layers, bidir, bias, batch_first, 
     compare_modules(ref, dl, x, hx, pack=pack, device=device)
 
 
+# Sizes off the vector width, and whole vectors of it (8, 16 and 48 floats: the backward's dh and dx are ours there).
+CELL_SIZES = st.one_of(st.integers(1, 40), st.sampled_from([8, 16, 48]))
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(kind=st.sampled_from(["RNNCell-tanh", "RNNCell-relu", "LSTMCell"]), input_size=st.integers(1, 40),
-       hidden=st.integers(1, 40), batch=st.integers(1, 36), bias=st.booleans(), threads=st.sampled_from([1, 2]),
+@given(kind=st.sampled_from(["RNNCell-tanh", "RNNCell-relu", "LSTMCell"]), input_size=CELL_SIZES,
+       hidden=CELL_SIZES, batch=st.integers(1, 36), bias=st.booleans(), threads=st.sampled_from([1, 2]),
        dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 99))
 def test_cell_hypothesis(kind, input_size, hidden, batch, bias, threads, dtype, seed):
-    """Cells of drawn sizes on the CPU: up to a batch of 16 in float64 (32 in float32) the forward takes
-    the cell's own products (csrc/cpu/dot_gemm.h: batches and gate blocks below a whole tile, tiles
-    overlapping at the edges, input and hidden sizes off the vector width), above it the driver's BLAS
+    """Cells of drawn sizes on the CPU: up to a batch of 16 in float64 (32 in float32) the cell's own
+    products (forward, csrc/cpu/dot_gemm.h: batches and gate blocks below a whole tile, tiles overlapping
+    at the edges, input and hidden sizes off the vector width; backward, panel_gemm's dh and dx where the
+    sizes are whole vectors, thin_depth_gemm's weight gradients at any size), above it the driver's BLAS
     path."""
     name, _, nonlinearity = kind.partition("-")
     ref, dl = module_pair(name, input_size, hidden, bias=bias, **({"nonlinearity": nonlinearity} if nonlinearity else {}))

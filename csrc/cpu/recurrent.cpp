@@ -343,12 +343,12 @@ void cell_forward_pass(const CellForward& p) {
 template <typename scalar_t>
 constexpr int64_t kCellKernelBatch = 128 / sizeof(scalar_t);
 
-// The cell's backward products at a thin batch (the same kCellKernelBatch): ours on two threads where MKL's
-// sgemm takes one (on the AMD machine, ~0.12 ms for each of the three at B = 16, 256/256, whatever
-// torch's thread count). An LSTMCell's backward op (B = 16, 256/256, no dx), ours against BLAS's products
-// alternated in one process: 1.14x, of it 1.12x from dh and 1.02x from the weight gradients; 1.15x at
-// 512/512, 1.30x at B = 8, 1.22x at 32; level at B = 64. On one core MKL is at the FMA peak here: two
-// cores are the gain, and for dh reading W_hh in place (MKL packs it per call).
+// The cell's backward products at a thin batch (the same kCellKernelBatch), split over threads. On the AMD
+// machine (Zen 3, 2 cores) MKL's sgemm runs each of the three (B = 16, 256/256) at 65 GFLOP/s on one
+// thread, the core's FMA rate for these shapes, and at 72-104 on two; ours at ~117 on two for the
+// weight gradients. An LSTMCell's backward op, ours against BLAS's products alternated in one process:
+// 1.14x at B = 16, 256/256 (1.12x of it from dh: W_hh read in place, which MKL packs per call; the weight
+// gradients about level), 1.15x at 512/512, 1.30x at B = 8, 1.22x at 32; level at B = 64.
 
 // dW_ih = dZᵀ·x, dW_hh = dZᵀ·h_{t-1} and db = Σ_rows dZ (WeightGradients) on cpu::thin_depth_gemm, the gate
 // rows split over threads. Each thread first copies its rows of dZᵀ, contiguous along the batch, as the

@@ -1,6 +1,9 @@
 // dlunits — argument checks of the dense unit (linear), shared by the CPU, CUDA
 // and fake kernels (the last through dlunits._C, see ops.cpp), so that a bad call
 // gets the same message whichever runs it. torch's wording where torch has one.
+// The leading (batch) dimensions may be symbolic in a fake kernel (shape_checks.h):
+// the *_arguments checks compare them and return the result's symbolic sizes; the
+// geometry of a real call is built after them from concrete sizes.
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -63,41 +66,64 @@ struct LinearGeometry {
   }
 };
 
-inline int64_t product(at::IntArrayRef sizes) {
-  int64_t p = 1;
-  for (int64_t s : sizes) p *= s;
+// The geometry of a real call: t's leading sizes (t the input or grad_output, already checked).
+inline LinearGeometry linear_geometry(const at::Tensor& t, int64_t in_features, int64_t out_features) {
+  LinearGeometry g;
+  const auto sizes = t.sizes();
+  g.leading.assign(sizes.begin(), sizes.end() - 1);
+  g.rows = 1;
+  for (int64_t s : g.leading) g.rows *= s;
+  g.in_features = in_features;
+  g.out_features = out_features;
+  return g;
+}
+
+// The leading sizes (all but the last) of t, symbolic where t's are (shape_checks.h): the checks below
+// read them only to compare them and to give a fake kernel its result's size.
+inline std::vector<c10::SymInt> leading_sym_sizes(const at::Tensor& t) {
+  const auto sizes = t.sym_sizes();
+  return std::vector<c10::SymInt>(sizes.begin(), sizes.end() - 1);
+}
+
+inline c10::SymInt sym_product(c10::SymIntArrayRef sizes) {
+  c10::SymInt p = 1;
+  for (const auto& s : sizes) p = p * s;
   return p;
 }
 
 // input [*, in_features] (at least 1-D), weight [out_features, in_features],
-// bias [out_features] or none.
-inline LinearGeometry check_linear(const at::Tensor& input, const at::Tensor& weight,
-                                   const std::optional<at::Tensor>& bias, c10::string_view activation) {
+// bias [out_features] or none. Returns the output's sizes, [*, out_features].
+inline std::vector<c10::SymInt> check_linear_arguments(const at::Tensor& input, const at::Tensor& weight,
+                                                       const std::optional<at::Tensor>& bias,
+                                                       c10::string_view activation) {
   const char* op = "dlunits.linear";
   activation_from_string(activation);
   check_floating(op, "input", input);
   check_same_dtype_and_device(op, "input", input, "weight", weight);
-  const auto x = concrete_sizes(input);
   const auto w = concrete_sizes(weight);
-  TORCH_CHECK(!x.empty(), "both arguments to linear need to be at least 1D, but they are ", x.size(), "D and ",
-              w.size(), "D");
+  TORCH_CHECK(input.dim() >= 1, "both arguments to linear need to be at least 1D, but they are ", input.dim(),
+              "D and ", w.size(), "D");
   TORCH_CHECK(w.size() == 2, op, ": expected weight to be 2-D (out_features, in_features), but got ", w.size(),
               "-D weight of size ", at::IntArrayRef(w));
-  LinearGeometry g;
-  g.leading.assign(x.begin(), x.end() - 1);
-  g.rows = product(g.leading);
-  g.in_features = x.back();
-  g.out_features = w[0];
-  TORCH_CHECK(w[1] == g.in_features, "mat1 and mat2 shapes cannot be multiplied (", g.rows, "x", g.in_features,
-              " and ", w[1], "x", w[0], ")");
+  auto sizes = leading_sym_sizes(input);
+  const int64_t in_features = input.sym_size(-1).guard_int(__FILE__, __LINE__);
+  TORCH_CHECK(w[1] == in_features, "mat1 and mat2 shapes cannot be multiplied (", sym_product(sizes), "x",
+              in_features, " and ", w[1], "x", w[0], ")");
   if (bias.has_value() && bias->defined()) {
     check_same_dtype_and_device(op, "input", input, "bias", *bias);
     const auto b = concrete_sizes(*bias);
-    TORCH_CHECK(b.size() == 1 && b[0] == g.out_features, "Given weight of size ", at::IntArrayRef(w),
-                ", expected bias to be 1-dimensional with ", g.out_features, " elements, but got bias of size ",
+    TORCH_CHECK(b.size() == 1 && b[0] == w[0], "Given weight of size ", at::IntArrayRef(w),
+                ", expected bias to be 1-dimensional with ", w[0], " elements, but got bias of size ",
                 at::IntArrayRef(b), " instead");
   }
-  return g;
+  sizes.push_back(w[0]);
+  return sizes;
+}
+
+inline LinearGeometry check_linear(const at::Tensor& input, const at::Tensor& weight,
+                                   const std::optional<at::Tensor>& bias, c10::string_view activation) {
+  check_linear_arguments(input, weight, bias, activation);
+  return linear_geometry(input, weight.size(1), weight.size(0));
 }
 
 // grad_output [*, out_features] and the forward's output (same size): the epilogue's backward.
@@ -107,49 +133,50 @@ inline void check_linear_activation_backward(const at::Tensor& grad_output, cons
   activation_from_string(activation);
   check_floating(op, "grad_output", grad_output);
   check_same_dtype_and_device(op, "grad_output", grad_output, "output", output);
-  const auto g = concrete_sizes(grad_output);
-  const auto y = concrete_sizes(output);
-  TORCH_CHECK(g == y, op, ": expected grad_output and output to have the same size, but got grad_output of size ",
-              at::IntArrayRef(g), " and output of size ", at::IntArrayRef(y));
+  TORCH_CHECK(sym_sizes_equal(grad_output.sym_sizes(), output.sym_sizes()), op,
+              ": expected grad_output and output to have the same size, but got grad_output of size ",
+              grad_output.sym_sizes(), " and output of size ", output.sym_sizes());
 }
 
-// grad_output [*, out_features] · weight [out_features, in_features] -> [*, in_features].
-inline LinearGeometry check_linear_backward_input(const at::Tensor& grad_output, const at::Tensor& weight) {
+// grad_output [*, out_features] · weight [out_features, in_features] -> [*, in_features], the sizes returned.
+inline std::vector<c10::SymInt> check_linear_backward_input_arguments(const at::Tensor& grad_output,
+                                                                      const at::Tensor& weight) {
   const char* op = "dlunits.linear_backward_input";
   check_floating(op, "grad_output", grad_output);
   check_same_dtype_and_device(op, "grad_output", grad_output, "weight", weight);
-  const auto dy = concrete_sizes(grad_output);
   const auto w = concrete_sizes(weight);
-  TORCH_CHECK(!dy.empty() && w.size() == 2, op,
+  TORCH_CHECK(grad_output.dim() >= 1 && w.size() == 2, op,
               ": expected grad_output of at least 1-D and a 2-D weight, but got grad_output of size ",
-              at::IntArrayRef(dy), " and weight of size ", at::IntArrayRef(w));
-  TORCH_CHECK(dy.back() == w[0], op, ": expected grad_output's last dimension to be out_features=", w[0],
-              " (weight of size ", at::IntArrayRef(w), "), but got grad_output of size ", at::IntArrayRef(dy));
-  LinearGeometry g;
-  g.leading.assign(dy.begin(), dy.end() - 1);
-  g.rows = product(g.leading);
-  g.in_features = w[1];
-  g.out_features = w[0];
-  return g;
+              grad_output.sym_sizes(), " and weight of size ", at::IntArrayRef(w));
+  TORCH_CHECK(grad_output.sym_size(-1).guard_int(__FILE__, __LINE__) == w[0], op,
+              ": expected grad_output's last dimension to be out_features=", w[0], " (weight of size ",
+              at::IntArrayRef(w), "), but got grad_output of size ", grad_output.sym_sizes());
+  auto sizes = leading_sym_sizes(grad_output);
+  sizes.push_back(w[1]);
+  return sizes;
 }
 
-// grad_output [*, out_features]ᵀ · input [*, in_features] -> [out_features, in_features].
-inline LinearGeometry check_linear_backward_weight(const at::Tensor& grad_output, const at::Tensor& input) {
+inline LinearGeometry check_linear_backward_input(const at::Tensor& grad_output, const at::Tensor& weight) {
+  check_linear_backward_input_arguments(grad_output, weight);
+  return linear_geometry(grad_output, weight.size(1), weight.size(0));
+}
+
+// grad_output [*, out_features]ᵀ · input [*, in_features] -> [out_features, in_features], the sizes returned.
+inline std::vector<int64_t> check_linear_backward_weight_arguments(const at::Tensor& grad_output,
+                                                                   const at::Tensor& input) {
   const char* op = "dlunits.linear_backward_weight";
   check_floating(op, "grad_output", grad_output);
   check_same_dtype_and_device(op, "grad_output", grad_output, "input", input);
-  const auto dy = concrete_sizes(grad_output);
-  const auto x = concrete_sizes(input);
-  TORCH_CHECK(!dy.empty() && dy.size() == x.size() &&
-                  std::equal(dy.begin(), dy.end() - 1, x.begin()),
+  TORCH_CHECK(grad_output.dim() >= 1 && grad_output.dim() == input.dim() &&
+                  sym_sizes_equal(leading_sym_sizes(grad_output), leading_sym_sizes(input)),
               op, ": expected grad_output and input to agree in every dimension but the last, but got grad_output "
-              "of size ", at::IntArrayRef(dy), " and input of size ", at::IntArrayRef(x));
-  LinearGeometry g;
-  g.leading.assign(dy.begin(), dy.end() - 1);
-  g.rows = product(g.leading);
-  g.in_features = x.back();
-  g.out_features = dy.back();
-  return g;
+              "of size ", grad_output.sym_sizes(), " and input of size ", input.sym_sizes());
+  return {grad_output.sym_size(-1).guard_int(__FILE__, __LINE__), input.sym_size(-1).guard_int(__FILE__, __LINE__)};
+}
+
+inline LinearGeometry check_linear_backward_weight(const at::Tensor& grad_output, const at::Tensor& input) {
+  const auto sizes = check_linear_backward_weight_arguments(grad_output, input);
+  return linear_geometry(grad_output, sizes[1], sizes[0]);
 }
 
 inline int64_t check_linear_backward_bias(const at::Tensor& grad_output) {

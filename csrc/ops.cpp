@@ -56,11 +56,13 @@ TORCH_LIBRARY(dlunits, m) {
   m.def("adaptive_avg_pool2d_backward(Tensor grad_output, SymInt[] input_size) -> Tensor");
   // Recurrent units (csrc/recurrent_driver.h). A layer op runs one layer and direction over a sequence in
   // the packed layout: input [N, I], the rows of step t at Σ_{s<t} batch_sizes[s], batch_sizes
-  // non-increasing (a padded [T, B, I] sequence is batch_sizes = [B] * T). Gates in torch's order (i, f, g, o);
-  // gates and cells are the LSTM's saved activations; lstm_layer's save=False (no backward will follow)
-  // returns them with no rows. grad_bias is the gradient of bias_ih and of bias_hh ([0] without a bias),
-  // grad_weight_hr is [0] without a projection. A backward op's output_mask, as ATen's, says which
-  // gradients to compute: (the input's, the weights' and biases'); the others come back with no rows.
+  // non-increasing; a padded [T, B, I] sequence is batch_sizes = [B] * T, or [] (T = N / B, B = h0's rows:
+  // no size in the arguments, so a dynamic batch or length stays symbolic when traced). Gates in torch's
+  // order (i, f, g, o); gates and cells are the LSTM's saved activations; lstm_layer's save=False (no
+  // backward will follow) returns them with no rows. grad_bias is the gradient of bias_ih and of bias_hh
+  // ([0] without a bias), grad_weight_hr is [0] without a projection. A backward op's output_mask, as
+  // ATen's, says which gradients to compute: (the input's, the weights' and biases'); the others come
+  // back with no rows.
   // The backward ops have no derivative.
   m.def("rnn_cell(Tensor input, Tensor hx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
         "str nonlinearity) -> Tensor");
@@ -207,30 +209,25 @@ std::pair<std::vector<std::vector<int64_t>>, std::vector<std::vector<int64_t>>> 
   return {taps, covering};
 }
 
-// The recurrent ops' checks for their fake kernels: each returns [G, I, H, P, B, N].
-std::vector<int64_t> recurrent_sizes(const dlunits::RecurrentGeometry& g) {
-  return {g.gates, g.input_size, g.hidden_size, g.state_size, g.batch, g.rows};
-}
-
-std::vector<int64_t> check_recurrent_cell(const at::Tensor& input, const at::Tensor& hx,
-                                          const std::optional<at::Tensor>& cx, const at::Tensor& weight_ih,
-                                          const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
-                                          const std::optional<at::Tensor>& bias_hh, const std::string& op) {
+// The recurrent ops' checks for their fake kernels. A padded sequence's batch and length may be symbolic
+// there (recurrent_checks.h), so they return nothing: a fake kernel's sizes come from its arguments'.
+void check_recurrent_cell(const at::Tensor& input, const at::Tensor& hx, const std::optional<at::Tensor>& cx,
+                          const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                          const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
+                          const std::string& op) {
   const bool lstm = cx.has_value();
-  return recurrent_sizes(dlunits::check_recurrent_cell(op.c_str(), lstm ? 4 : 1, input, hx, lstm ? &*cx : nullptr,
-                                                       weight_ih, weight_hh, bias_ih, bias_hh));
+  dlunits::check_recurrent_cell_arguments(op.c_str(), lstm ? 4 : 1, input, hx, lstm ? &*cx : nullptr, weight_ih,
+                                          weight_hh, bias_ih, bias_hh);
 }
 
-std::vector<int64_t> check_recurrent_layer(const at::Tensor& input, const at::Tensor& h0,
-                                           const std::optional<at::Tensor>& c0, const at::Tensor& weight_ih,
-                                           const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
-                                           const std::optional<at::Tensor>& bias_hh,
-                                           const std::optional<at::Tensor>& weight_hr,
-                                           std::vector<int64_t> batch_sizes, const std::string& op) {
+void check_recurrent_layer(const at::Tensor& input, const at::Tensor& h0, const std::optional<at::Tensor>& c0,
+                           const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                           const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
+                           const std::optional<at::Tensor>& weight_hr, std::vector<int64_t> batch_sizes,
+                           const std::string& op) {
   const bool lstm = c0.has_value();
-  return recurrent_sizes(dlunits::check_recurrent_layer(op.c_str(), lstm ? 4 : 1, input, h0, lstm ? &*c0 : nullptr,
-                                                        weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
-                                                        batch_sizes));
+  dlunits::check_recurrent_layer_arguments(op.c_str(), lstm ? 4 : 1, input, h0, lstm ? &*c0 : nullptr, weight_ih,
+                                           weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes);
 }
 
 void check_rnn_activation(const std::string& nonlinearity, const std::string& op) {
@@ -238,14 +235,15 @@ void check_rnn_activation(const std::string& nonlinearity, const std::string& op
 }
 
 // A backward op's tensor argument: same dtype and device as input, and the expected size.
-void check_recurrent_backward_tensor(const at::Tensor& input, const at::Tensor& t, std::vector<int64_t> size,
+void check_recurrent_backward_tensor(const at::Tensor& input, const at::Tensor& t, c10::SymIntArrayRef size,
                                      const std::string& name, const std::string& op) {
   dlunits::check_backward_tensor(op.c_str(), input, name.c_str(), t, size);
 }
 
-std::vector<int64_t> linear_output_size(const at::Tensor& input, const at::Tensor& weight,
-                                        const std::optional<at::Tensor>& bias, const std::string& activation) {
-  return dlunits::check_linear(input, weight, bias, activation).output_sizes();
+// The linear ops' checks for their fake kernels: the result's sizes, symbolic where the arguments' are.
+std::vector<c10::SymInt> linear_output_size(const at::Tensor& input, const at::Tensor& weight,
+                                            const std::optional<at::Tensor>& bias, const std::string& activation) {
+  return dlunits::check_linear_arguments(input, weight, bias, activation);
 }
 
 void check_linear_activation_backward(const at::Tensor& grad_output, const at::Tensor& output,
@@ -253,13 +251,12 @@ void check_linear_activation_backward(const at::Tensor& grad_output, const at::T
   dlunits::check_linear_activation_backward(grad_output, output, activation);
 }
 
-std::vector<int64_t> linear_backward_input_size(const at::Tensor& grad_output, const at::Tensor& weight) {
-  return dlunits::check_linear_backward_input(grad_output, weight).input_sizes();
+std::vector<c10::SymInt> linear_backward_input_size(const at::Tensor& grad_output, const at::Tensor& weight) {
+  return dlunits::check_linear_backward_input_arguments(grad_output, weight);
 }
 
 std::vector<int64_t> linear_backward_weight_size(const at::Tensor& grad_output, const at::Tensor& input) {
-  const auto g = dlunits::check_linear_backward_weight(grad_output, input);
-  return {g.out_features, g.in_features};
+  return dlunits::check_linear_backward_weight_arguments(grad_output, input);
 }
 
 int64_t linear_backward_bias_size(const at::Tensor& grad_output) {
@@ -297,9 +294,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pool_axis_windows", &pool_axis_windows,
         "For tests: the taps of each output along one pooling axis, and the outputs covering each input");
   m.def("check_recurrent_cell", &check_recurrent_cell,
-        "Checks rnn_cell's (cx=None) or lstm_cell's arguments; returns [G, I, H, P, B, N]");
+        "Checks rnn_cell's (cx=None) or lstm_cell's arguments");
   m.def("check_recurrent_layer", &check_recurrent_layer,
-        "Checks rnn_layer's (c0=None) or lstm_layer's arguments; returns [G, I, H, P, B, N]");
+        "Checks rnn_layer's (c0=None) or lstm_layer's arguments");
   m.def("check_rnn_activation", &check_rnn_activation, "Checks an RNN's nonlinearity ('tanh' or 'relu')");
   m.def("check_recurrent_backward_tensor", &check_recurrent_backward_tensor,
         "Checks a recurrent backward op's tensor argument against input and an expected size");

@@ -10,8 +10,14 @@
 // state size P (H, or proj_size for an LSTM with a projection), input size I.
 // A layer op reads its sequence in the packed layout: input is [N, I] with the
 // rows of time step t at offsets[t] .. offsets[t] + batch_sizes[t], and
-// batch_sizes non-increasing (a padded [T, B, I] sequence is the case
-// batch_sizes = [B] * T, N = T·B).
+// batch_sizes non-increasing. A padded [T, B, I] sequence is the case
+// batch_sizes = [B] * T, N = T·B, and may also be given as batch_sizes = []: every
+// step is the whole batch, B = h0's rows, T = N / B.
+//
+// Symbolic sizes (shape_checks.h). The batch of the input, the states and the
+// gradients, and a padded sequence's rows, are compared with sym_equal: they may be
+// symbolic in a fake kernel traced with a dynamic batch or sequence length. Sizes that
+// must equal a weight's (input_size, hidden_size) are read as integers.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -53,10 +59,9 @@ inline void check_dims(const char* op, const char* name, const at::Tensor& t, in
               "-D ", name, " of size ", t.sizes());
 }
 
-inline void check_size(const char* op, const char* name, const at::Tensor& t, at::IntArrayRef expected) {
-  const auto actual = concrete_sizes(t);
-  TORCH_CHECK(at::IntArrayRef(actual) == expected, op, ": expected ", name, " of size ", expected, ", but got ",
-              at::IntArrayRef(actual));
+inline void check_size(const char* op, const char* name, const at::Tensor& t, c10::SymIntArrayRef expected) {
+  TORCH_CHECK(sym_sizes_equal(t.sym_sizes(), expected), op, ": expected ", name, " of size ", expected,
+              ", but got ", t.sym_sizes());
 }
 
 inline void check_like(const char* op, const at::Tensor& input, const char* name, const at::Tensor& t) {
@@ -102,11 +107,11 @@ inline RecurrentGeometry check_recurrent_weights(const char* op, int64_t gates, 
   const std::vector<int64_t> bias_size{gates * g.hidden_size};
   if (bias_ih.has_value() && bias_ih->defined()) {
     check_like(op, input, "bias_ih", *bias_ih);
-    check_size(op, "bias_ih", *bias_ih, bias_size);
+    check_size(op, "bias_ih", *bias_ih, c10::fromIntArrayRefSlow(bias_size));
   }
   if (bias_hh.has_value() && bias_hh->defined()) {
     check_like(op, input, "bias_hh", *bias_hh);
-    check_size(op, "bias_hh", *bias_hh, bias_size);
+    check_size(op, "bias_hh", *bias_hh, c10::fromIntArrayRefSlow(bias_size));
   }
   return g;
 }
@@ -120,55 +125,99 @@ inline void check_recurrent_input(const char* op, const at::Tensor& input, const
 }
 
 inline void check_recurrent_state(const char* op, const at::Tensor& input, const char* label, const at::Tensor& state,
-                                  int64_t batch, int64_t size) {
+                                  const c10::SymInt& batch, int64_t size) {
   const std::string name = std::string("hidden") + label;
   check_like(op, input, name.c_str(), state);
   check_dims(op, name.c_str(), state, 2, "(batch, hidden_size)");
-  const auto s = concrete_sizes(state);
-  TORCH_CHECK(s[0] == batch, "Input batch size ", batch, " doesn't match hidden", label, " batch size ", s[0]);
-  TORCH_CHECK(s[1] == size, "hidden", label, " has inconsistent hidden_size: got ", s[1], ", expected ", size);
+  const c10::SymInt& rows = state.sym_size(0);
+  TORCH_CHECK(sym_equal(rows, batch), "Input batch size ", batch, " doesn't match hidden", label, " batch size ",
+              rows);
+  const int64_t s = state.sym_size(1).guard_int(__FILE__, __LINE__);
+  TORCH_CHECK(s == size, "hidden", label, " has inconsistent hidden_size: got ", s, ", expected ", size);
 }
 
-// batch_sizes of a layer op: at least one step, each in [1, batch_sizes[0]], non-increasing, summing to N;
-// or all zero, a padded sequence of an empty batch (N = 0), which torch.nn's layers take too.
-inline void set_batch_sizes(const char* op, RecurrentGeometry& g, at::IntArrayRef batch_sizes, int64_t rows) {
-  TORCH_CHECK(!batch_sizes.empty(), op, ": expected batch_sizes to have at least one time step, but got []");
-  g.batch_sizes.assign(batch_sizes.begin(), batch_sizes.end());
-  g.offsets.resize(batch_sizes.size());
+// batch_sizes of a layer op: [] (a padded sequence, see above), or at least one step, each in
+// [1, batch_sizes[0]], non-increasing, summing to N; or all zero, a padded sequence of an empty batch
+// (N = 0), which torch.nn's layers take too. Returns the batch B: batch_sizes[0], or h0's rows.
+inline c10::SymInt check_batch_sizes(const char* op, at::IntArrayRef batch_sizes, const c10::SymInt& rows,
+                                     const at::Tensor& h0) {
+  if (batch_sizes.empty()) {
+    check_dims(op, "hidden0", h0, 2, "(batch, hidden_size)");
+    const c10::SymInt& batch = h0.sym_size(0);
+    if (batch.sym_eq(0).guard_bool(__FILE__, __LINE__)) {
+      TORCH_SYM_CHECK(rows.sym_eq(0), op, ": expected input to have 0 rows for a padded sequence of an empty "
+                      "batch (batch_sizes = [], hidden0 of size ", h0.sym_sizes(), "), but got ", rows, " rows");
+    } else {
+      TORCH_SYM_CHECK(rows.sym_gt(0), op, ": expected a padded sequence (batch_sizes = []) to have at least one "
+                      "time step, but got input with 0 rows");
+      TORCH_SYM_CHECK((rows % batch).sym_eq(0), op, ": expected input to have a multiple of the batch (", batch,
+                      ") rows for a padded sequence (batch_sizes = [], steps = rows / batch), but got ", rows,
+                      " rows");
+    }
+    return batch;
+  }
   int64_t total = 0;
-  g.uniform = true;
   const int64_t least = batch_sizes[0] == 0 ? 0 : 1;  // an empty batch's steps are all zero
   for (size_t t = 0; t < batch_sizes.size(); ++t) {
     const int64_t b = batch_sizes[t];
     TORCH_CHECK(b >= least && (t == 0 || b <= batch_sizes[t - 1]), op,
                 ": expected batch_sizes to be positive (or all zero, an empty batch) and non-increasing (sequences "
                 "sorted by decreasing length), but got batch_sizes=", batch_sizes);
-    g.uniform = g.uniform && b == batch_sizes[0];
-    g.offsets[t] = total;
     total += b;
   }
-  TORCH_CHECK(total == rows, op, ": expected input to have sum(batch_sizes) = ", total, " rows, but got ", rows,
-              " rows");
-  g.batch = batch_sizes[0];
+  TORCH_CHECK(sym_equal(rows, total), op, ": expected input to have sum(batch_sizes) = ", total, " rows, but got ",
+              rows, " rows");
+  return batch_sizes[0];
+}
+
+// The steps of a checked layer for its kernels: batch_sizes (B each step where it is []) and offsets.
+inline void set_steps(RecurrentGeometry& g, at::IntArrayRef batch_sizes, int64_t batch, int64_t rows) {
+  g.batch = batch;
   g.rows = rows;
+  if (batch_sizes.empty()) {  // padded: rows / batch steps, or one empty step for an empty batch
+    g.batch_sizes.assign(batch > 0 ? rows / batch : 1, batch);
+  } else {
+    g.batch_sizes.assign(batch_sizes.begin(), batch_sizes.end());
+  }
+  g.offsets.resize(g.batch_sizes.size());
+  g.uniform = true;
+  int64_t total = 0;
+  for (size_t t = 0; t < g.batch_sizes.size(); ++t) {
+    g.uniform = g.uniform && g.batch_sizes[t] == batch;
+    g.offsets[t] = total;
+    total += g.batch_sizes[t];
+  }
 }
 
 // --- cells ------------------------------------------------------------------------------------------------------
 
-// rnn_cell / lstm_cell: input [B, I], hx [B, H], cx [B, H] (LSTM).
+// rnn_cell / lstm_cell: input [B, I], hx [B, P], cx [B, H] (LSTM). The checks alone, for the fake kernels
+// (B may be symbolic): the geometry without its batch fields.
+inline RecurrentGeometry check_recurrent_cell_arguments(const char* op, int64_t gates, const at::Tensor& input,
+                                                        const at::Tensor& hx, const at::Tensor* cx,
+                                                        const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                                                        const std::optional<at::Tensor>& bias_ih,
+                                                        const std::optional<at::Tensor>& bias_hh) {
+  auto g = check_recurrent_weights(op, gates, input, weight_ih, weight_hh, bias_ih, bias_hh, std::nullopt);
+  check_recurrent_input(op, input, g);
+  const c10::SymInt& batch = input.sym_size(0);
+  check_recurrent_state(op, input, "0", hx, batch, g.state_size);
+  if (cx != nullptr) check_recurrent_state(op, input, "1", *cx, batch, g.hidden_size);
+  return g;
+}
+
+// The kernels' geometry of a cell: one step of the whole batch (none for an empty batch).
 inline RecurrentGeometry check_recurrent_cell(const char* op, int64_t gates, const at::Tensor& input,
                                               const at::Tensor& hx, const at::Tensor* cx,
                                               const at::Tensor& weight_ih, const at::Tensor& weight_hh,
                                               const std::optional<at::Tensor>& bias_ih,
                                               const std::optional<at::Tensor>& bias_hh) {
-  auto g = check_recurrent_weights(op, gates, input, weight_ih, weight_hh, bias_ih, bias_hh, std::nullopt);
-  check_recurrent_input(op, input, g);
-  const int64_t batch = input.sym_size(0).guard_int(__FILE__, __LINE__);
-  check_recurrent_state(op, input, "0", hx, batch, g.state_size);
-  if (cx != nullptr) check_recurrent_state(op, input, "1", *cx, batch, g.hidden_size);
-  const int64_t one_step[1] = {batch};
-  if (batch > 0) set_batch_sizes(op, g, one_step, batch);
-  else {
+  auto g = check_recurrent_cell_arguments(op, gates, input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh);
+  const int64_t batch = input.size(0);
+  if (batch > 0) {
+    const int64_t one_step[1] = {batch};
+    set_steps(g, one_step, batch, batch);
+  } else {
     g.batch = g.rows = 0;
     g.uniform = true;
   }
@@ -177,7 +226,24 @@ inline RecurrentGeometry check_recurrent_cell(const char* op, int64_t gates, con
 
 // --- layers -------------------------------------------------------------------------------------------------------
 
-// rnn_layer / lstm_layer: input [N, I] in the packed layout, h0 [B, P], c0 [B, H] (LSTM).
+// rnn_layer / lstm_layer: input [N, I] in the packed layout, h0 [B, P], c0 [B, H] (LSTM). The checks alone,
+// for the fake kernels (N and B may be symbolic for a padded sequence): the geometry without its batch fields.
+inline RecurrentGeometry check_recurrent_layer_arguments(const char* op, int64_t gates, const at::Tensor& input,
+                                                         const at::Tensor& h0, const at::Tensor* c0,
+                                                         const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                                                         const std::optional<at::Tensor>& bias_ih,
+                                                         const std::optional<at::Tensor>& bias_hh,
+                                                         const std::optional<at::Tensor>& weight_hr,
+                                                         at::IntArrayRef batch_sizes) {
+  auto g = check_recurrent_weights(op, gates, input, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr);
+  check_recurrent_input(op, input, g);
+  const c10::SymInt batch = check_batch_sizes(op, batch_sizes, input.sym_size(0), h0);
+  check_recurrent_state(op, input, "0", h0, batch, g.state_size);
+  if (c0 != nullptr) check_recurrent_state(op, input, "1", *c0, batch, g.hidden_size);
+  return g;
+}
+
+// The kernels' geometry of a layer.
 inline RecurrentGeometry check_recurrent_layer(const char* op, int64_t gates, const at::Tensor& input,
                                                const at::Tensor& h0, const at::Tensor* c0,
                                                const at::Tensor& weight_ih, const at::Tensor& weight_hh,
@@ -185,17 +251,15 @@ inline RecurrentGeometry check_recurrent_layer(const char* op, int64_t gates, co
                                                const std::optional<at::Tensor>& bias_hh,
                                                const std::optional<at::Tensor>& weight_hr,
                                                at::IntArrayRef batch_sizes) {
-  auto g = check_recurrent_weights(op, gates, input, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr);
-  check_recurrent_input(op, input, g);
-  set_batch_sizes(op, g, batch_sizes, input.sym_size(0).guard_int(__FILE__, __LINE__));
-  check_recurrent_state(op, input, "0", h0, g.batch, g.state_size);
-  if (c0 != nullptr) check_recurrent_state(op, input, "1", *c0, g.batch, g.hidden_size);
+  auto g = check_recurrent_layer_arguments(op, gates, input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
+                                           weight_hr, batch_sizes);
+  set_steps(g, batch_sizes, batch_sizes.empty() ? h0.size(0) : batch_sizes[0], input.size(0));
   return g;
 }
 
 // The saved tensors and incoming gradients of a backward op have the forward's sizes.
 inline void check_backward_tensor(const char* op, const at::Tensor& input, const char* name, const at::Tensor& t,
-                                  at::IntArrayRef expected) {
+                                  c10::SymIntArrayRef expected) {
   check_like(op, input, name, t);
   check_size(op, name, t, expected);
 }

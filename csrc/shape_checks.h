@@ -16,6 +16,24 @@
 
 namespace dlunits {
 
+// Symbolic sizes. A fake kernel traced by torch.compile or torch.export with a
+// dynamic dimension (a batch, a sequence's length) holds sizes that are SymInts.
+// The checks that such a size can reach compare with sym_equal: it records the
+// relation (a guard, or a runtime assert) instead of fixing the size to the value it
+// was traced with, and for a real tensor it is an integer comparison. The recurrent
+// and linear checks do so for every size but those that must equal a weight's.
+inline bool sym_equal(const c10::SymInt& a, const c10::SymInt& b) {
+  return a.sym_eq(b).expect_true(__FILE__, __LINE__);
+}
+
+inline bool sym_sizes_equal(c10::SymIntArrayRef a, c10::SymIntArrayRef b) {
+  if (a.size() != b.size()) return false;
+  for (size_t d = 0; d < a.size(); ++d) {
+    if (!sym_equal(a[d], b[d])) return false;
+  }
+  return true;
+}
+
 // Concrete sizes of a tensor. Under torch.compile with dynamic shapes a fake
 // tensor's sizes are symbolic; reading them here specialises (guards) them.
 inline std::vector<int64_t> concrete_sizes(const at::Tensor& t) {

@@ -186,12 +186,13 @@ def _dropout_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     return x * keep / (1 - p)
 
 
-def recurrent_layers(mode: str, input: torch.Tensor, batch_sizes: Sequence[int], hx: torch.Tensor,
+def recurrent_layers(mode: str, input: torch.Tensor, batch_sizes: Optional[Sequence[int]], hx: torch.Tensor,
                      cx: Optional[torch.Tensor], weights: Sequence[Sequence[Optional[torch.Tensor]]],
                      num_layers: int, bidirectional: bool, dropout: float = 0.0, training: bool = False):
     """A stack of RNN or LSTM layers over a sequence in the packed layout: input (N, I) with the rows of
-    step t after those of steps < t, batch_sizes[t] of them (a padded (T, B, I) sequence is its
-    reshape to (T·B, I) with batch_sizes [B] * T).
+    step t after those of steps < t, batch_sizes[t] of them. A padded (T, B, I) sequence is its
+    reshape to (T·B, I) with batch_sizes None (or [B] * T): None names no size, so torch.compile and
+    torch.export keep a dynamic batch or length symbolic.
 
     mode is 'RNN_TANH', 'RNN_RELU' or 'LSTM'; hx (and cx) are (num_layers · directions, B, ·); weights
     has (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) per layer and direction (None where absent).
@@ -199,7 +200,7 @@ def recurrent_layers(mode: str, input: torch.Tensor, batch_sizes: Sequence[int],
     (output (N, directions · P), h_n, c_n), c_n None for the RNN.
     """
     directions = 2 if bidirectional else 1
-    batch_sizes = [int(b) for b in batch_sizes]
+    batch_sizes = [] if batch_sizes is None else [int(b) for b in batch_sizes]
     layer_input = input
     h_n, c_n = [], []
     for layer in range(num_layers):

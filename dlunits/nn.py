@@ -175,7 +175,7 @@ class _RecurrentMixin:
             rows, steps = input, batch_sizes.tolist()
         else:
             sequence = input.transpose(0, 1) if self.batch_first else input
-            steps = [sequence.size(1)] * sequence.size(0)
+            steps = None  # every step the whole batch
             rows = sequence.reshape(-1, sequence.size(2))
         h0, c0 = hx if lstm else (hx, None)
         output, h_n, c_n = functional.recurrent_layers(self.mode, rows, steps, h0, c0, self._layer_weights(),

@@ -4,6 +4,7 @@ shapes, gradcheck / gradgradcheck and torch.library.opcheck on every op, torch.n
 compatibility, torch.compile, errors."""
 import pytest
 import torch
+import torch._dynamo.testing
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -262,6 +263,49 @@ def test_torch_compile_fullgraph():
     g_c = torch.autograd.grad(compiled(x).sum(), list(model.parameters()))
     for a, b in zip(g, g_c):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_torch_compile_dynamic_shapes():
+    """Changing leading dimensions compile one graph with symbolic sizes after the first shape, as for
+    torch.nn (the checks compare the leading sizes without fixing them), and every shape's gradients
+    match torch.nn.functional in float64."""
+    torch._dynamo.reset()
+    gen = make_generator(15)
+    w1, b1, w2 = randn(8, 6, gen=gen, requires_grad=True), randn(8, gen=gen, requires_grad=True), \
+        randn(3, 8, gen=gen, requires_grad=True)
+
+    def loss(linear, x):
+        hidden = linear(x, w1, b1, "sigmoid")
+        return (linear(hidden, w2, None, None) * hidden[..., :3]).square().sum()
+
+    def dl(x, w, b, act):
+        return D.linear(x, w, b, activation=act)
+
+    def th(x, w, b, act):
+        return TORCH_ACTIVATION[act](F.linear(x, w, b))
+
+    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(lambda x: loss(dl, x), backend=counter, fullgraph=True)
+    for shape in [(2, 3, 6), (4, 5, 6), (7, 2, 6), (3, 9, 6)]:
+        x = randn(*shape, gen=gen, requires_grad=True)
+        got = torch.autograd.grad(compiled(x), [x, w1, b1, w2])
+        expected = torch.autograd.grad(loss(th, x), [x, w1, b1, w2])
+        for i, (a, b) in enumerate(zip(got, expected)):
+            assert_close_rel(a, b, 1e-12, f"gradient {i} at {shape}")
+    assert counter.frame_count == 2, f"expected one static and one dynamic graph, got {counter.frame_count} graphs"
+
+
+def test_torch_export_dynamic_batch():
+    """torch.export with a dynamic batch: one program runs every batch and matches torch.nn.Linear."""
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+    model = dlunits.nn.convert(ref)
+    gen = make_generator(16)
+    program = torch.export.export(model, (randn(4, 2, 6, gen=gen),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch", min=2)},))
+    for batch in [3, 11]:
+        x = randn(batch, 2, 6, gen=gen)
+        assert_close_rel(program.module()(x), ref(x), 1e-12, f"exported output at batch {batch}")
 
 
 # --------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import re
 
 import pytest
 import torch
+import torch._dynamo.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -677,6 +678,121 @@ def test_compile_cell_loop(kind):
         assert_close_rel(a, b, 1e-12, "compiled cell-loop gradient")
 
 
+def _state_for(kind, batch, size, gen):
+    """An initial state of a cell or a one-layer, one-direction sequence (a tuple for the LSTMs)."""
+    shape = (batch, size) if "Cell" in kind else (1, batch, size)
+    h = randn(*shape, gen=gen, requires_grad=True)
+    return (h, randn(*shape, gen=gen, requires_grad=True)) if "LSTM" in kind else h
+
+
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "RNN", "LSTM"])
+def test_compile_dynamic_shapes(kind):
+    """torch.compile over a changing batch (and sequence length): the second shape compiles one graph with
+    symbolic sizes and every later shape reuses it, as for torch.nn. The fake kernels' checks record how
+    the batch of the input, the states and the gradients relate instead of fixing it, and a padded
+    sequence's layer op names no size (batch_sizes = []). Each shape's outputs and gradients match torch.nn
+    in float64."""
+    ref, dl = module_pair(kind, 4, 6)
+    gen = make_generator(21)
+
+    def loss(module, x, state):
+        return sum((t * t.cos()).sum() for t in flat_outputs(module(x, state)))
+
+    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(allow_rnn=True):
+        compiled = torch.compile(functools.partial(loss, dl), fullgraph=True, backend=counter)
+        for steps, batch in [(3, 2), (5, 3), (2, 7), (6, 4)]:
+            x = randn(*([batch, 4] if "Cell" in kind else [steps, batch, 4]), gen=gen, requires_grad=True)
+            state = _state_for(kind, batch, 6, gen)
+            states = list(state) if isinstance(state, tuple) else [state]
+            got = torch.autograd.grad(compiled(x, state), [x, *states, *dl.parameters()])
+            expected = torch.autograd.grad(loss(ref, x, state), [x, *states, *ref.parameters()])
+            for i, (a, b) in enumerate(zip(got, expected)):
+                assert_close_rel(a, b, 1e-12, f"compiled gradient {i} at {steps} steps, batch {batch}")
+    assert counter.frame_count == 2, f"expected one static and one dynamic graph, got {counter.frame_count} graphs"
+
+
+@pytest.mark.parametrize("kind,kwargs", [
+    ("RNNCell", dict(nonlinearity="relu")), ("LSTMCell", {}),
+    ("RNN", dict(num_layers=2, batch_first=True)),
+    ("LSTM", dict(num_layers=2, bidirectional=True, proj_size=3)),
+])
+def test_export_dynamic_shapes(kind, kwargs):
+    """torch.export with a dynamic batch (and sequence length): one exported program runs other shapes
+    and gives torch.nn's outputs and final states in float64."""
+    ref, dl = module_pair(kind, 4, 6, **kwargs)
+    gen = make_generator(22)
+    cell = "Cell" in kind
+    batch_dim = 0 if cell or kwargs.get("batch_first") else 1
+    batch, steps = torch.export.Dim("batch", min=2), torch.export.Dim("steps", min=2)
+
+    def example(n_steps, n_batch):
+        shape = [n_steps, n_steps]
+        shape[batch_dim] = n_batch
+        return randn(*([n_batch, 4] if cell else shape + [4]), gen=gen)
+
+    dynamic = {batch_dim: batch} if cell else {batch_dim: batch, 1 - batch_dim: steps}
+    program = torch.export.export(dl, (example(3, 2),), dynamic_shapes=(dynamic,))
+    for n_steps, n_batch in [(5, 3), (2, 9)]:
+        x = example(n_steps, n_batch)
+        got, expected = flat_outputs(program.module()(x)), flat_outputs(ref(x))
+        assert len(got) == len(expected)
+        for i, (a, b) in enumerate(zip(got, expected)):
+            assert_close_rel(a, b, 1e-12, f"exported output {i} at {n_steps} steps, batch {n_batch}")
+
+
+class _Tagger(torch.nn.Module):
+    """A sequence model as users write it: an LSTM and a Linear over its every output."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 6, num_layers=2, batch_first=True)
+        self.head = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(self.lstm(x)[0])
+
+
+def test_export_converted_model():
+    """dlunits.nn.convert, then torch.export with a dynamic batch and length: the program runs other shapes
+    and gives the torch.nn model's output in float64."""
+    torch.manual_seed(0)
+    ref = _Tagger().double()
+    model = dlunits.nn.convert(ref)
+    assert isinstance(model.lstm, dlunits.nn.LSTM) and isinstance(model.head, dlunits.nn.Linear)
+    gen = make_generator(24)
+    dynamic = {0: torch.export.Dim("batch", min=2), 1: torch.export.Dim("steps", min=2)}
+    program = torch.export.export(model, (randn(3, 5, 4, gen=gen),), dynamic_shapes=(dynamic,))
+    for batch, steps in [(2, 9), (7, 3)]:
+        x = randn(batch, steps, 4, gen=gen)
+        assert_close_rel(program.module()(x), ref(x), 1e-12, f"exported output at batch {batch}, {steps} steps")
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_layer_padded_batch_sizes(kind):
+    """A layer op's batch_sizes = [] (a padded sequence, T = N / B) is batch_sizes = [B] * T, bit for bit,
+    forward and backward."""
+    gen = make_generator(23)
+    steps, batch, gates = 4, 3, 4 if kind == "lstm" else 1
+    x = randn(steps * batch, 5, gen=gen, requires_grad=True)
+    states = [randn(batch, 6, gen=gen, requires_grad=True) for _ in range(2 if kind == "lstm" else 1)]
+    weights = [randn(gates * 6, 5, gen=gen, requires_grad=True), randn(gates * 6, 6, gen=gen, requires_grad=True),
+               randn(gates * 6, gen=gen, requires_grad=True), randn(gates * 6, gen=gen, requires_grad=True)]
+
+    def run(batch_sizes):
+        if kind == "lstm":
+            out, h, c, _, _ = ops.lstm_layer(x, *states, *weights, None, batch_sizes, False)
+            outs = [out, h, c]
+        else:
+            outs = list(ops.rnn_layer(x, *states, *weights, batch_sizes, False, "tanh"))
+        loss = sum((t * t.sin()).sum() for t in outs)
+        return outs + list(torch.autograd.grad(loss, [x, *states, *weights]))
+
+    for a, b in zip(run([]), run([batch] * steps)):
+        assert torch.equal(a, b)
+
+
 # --------------------------------------------------------------------------------------
 # gradcheck and opcheck on every op
 # --------------------------------------------------------------------------------------
@@ -1133,8 +1249,15 @@ OP_ERRORS = [
     ("batch-sizes-increasing", lambda: ops.rnn_layer(_x(5, 3), _x(2, 4), _x(4, 3), _x(4, 4), None, None, [2, 3],
                                                      False, "tanh"),
      r"expected batch_sizes to be positive \(or all zero, an empty batch\) and non-increasing"),
-    ("batch-sizes-empty", lambda: ops.rnn_layer(_x(0, 3), _x(2, 4), _x(4, 3), _x(4, 4), None, None, [], False, "tanh"),
-     r"expected batch_sizes to have at least one time step"),
+    ("padded-rows", lambda: ops.rnn_layer(_x(5, 3), _x(2, 4), _x(4, 3), _x(4, 4), None, None, [], False, "tanh"),
+     r"dlunits.rnn_layer: expected input to have a multiple of the batch \(2\) rows for a padded sequence "
+     r"\(batch_sizes = \[\], steps = rows / batch\), but got 5 rows"),
+    ("padded-no-steps", lambda: ops.rnn_layer(_x(0, 3), _x(2, 4), _x(4, 3), _x(4, 4), None, None, [], False, "tanh"),
+     r"expected a padded sequence \(batch_sizes = \[\]\) to have at least one time step, but got input with 0 rows"),
+    ("padded-empty-batch", lambda: ops.rnn_layer(_x(3, 3), _x(0, 4), _x(4, 3), _x(4, 4), None, None, [], False,
+                                                 "tanh"),
+     r"expected input to have 0 rows for a padded sequence of an empty batch \(batch_sizes = \[\], hidden0 of "
+     r"size \[0, 4\]\), but got 3 rows"),
     ("proj", lambda: ops.lstm_layer(_x(4, 3), _x(2, 5), _x(2, 4), _x(16, 3), _x(16, 5), None, None, _x(5, 4), [2, 2],
                                     False),
      r"expected weight_hr of size \(proj_size, 4\) with 0 < proj_size < 4"),

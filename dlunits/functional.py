@@ -210,8 +210,9 @@ def recurrent_layers(mode: str, input: torch.Tensor, batch_sizes: Optional[Seque
             weight_ih, weight_hh, bias_ih, bias_hh, weight_hr = weights[k]
             if mode == "LSTM":
                 # Where no gradient can be asked of this layer, it keeps no gates and cells for a backward.
-                save = torch.is_grad_enabled() and any(
-                    t is not None and t.requires_grad for t in (layer_input, hx[k], cx[k], *weights[k]))
+                # A jit.trace keeps them always: its graph must not depend on the grad mode it was traced in.
+                save = torch.jit.is_tracing() or (torch.is_grad_enabled() and any(
+                    t is not None and t.requires_grad for t in (layer_input, hx[k], cx[k], *weights[k])))
                 out, h, c, _gates, _cells = _ops.lstm_layer(layer_input, hx[k], cx[k], weight_ih, weight_hh, bias_ih,
                                                             bias_hh, weight_hr, batch_sizes, direction == 1, save)
                 c_n.append(c)

@@ -769,6 +769,32 @@ def test_export_converted_model():
         assert_close_rel(program.module()(x), ref(x), 1e-12, f"exported output at batch {batch}, {steps} steps")
 
 
+@pytest.mark.parametrize("kind,kwargs", [("RNNCell", {}), ("LSTMCell", {}), ("RNN", dict(num_layers=2)),
+                                         ("LSTM", dict(num_layers=2, bidirectional=True))])
+def test_jit_trace(kind, kwargs):
+    """torch.jit.trace passes its own check (the graph does not depend on the grad mode it is traced in) and
+    the traced module runs other batches and lengths with torch.nn's outputs and gradients in float64."""
+    ref, dl = module_pair(kind, 4, 6, **kwargs)
+    gen = make_generator(25)
+    cell = "Cell" in kind
+
+    def example(steps, batch):
+        return randn(*([batch, 4] if cell else [steps, batch, 4]), gen=gen, requires_grad=True)
+
+    with pytest.warns(Warning):  # torch's deprecation of jit.trace; torch.nn's own checks warn too
+        traced = torch.jit.trace(dl, (example(3, 2),))
+    for steps, batch in [(5, 3), (2, 7)]:
+        x = example(steps, batch)
+        got, expected = flat_outputs(traced(x)), flat_outputs(ref(x))
+        for i, (a, b) in enumerate(zip(got, expected)):
+            assert_close_rel(a, b, 1e-12, f"traced output {i} at {steps} steps, batch {batch}")
+        loss = lambda outs: sum((t * t.cos()).sum() for t in outs)  # noqa: E731
+        g_got = torch.autograd.grad(loss(got), [x, *dl.parameters()])
+        g_expected = torch.autograd.grad(loss(expected), [x, *ref.parameters()])
+        for i, (a, b) in enumerate(zip(g_got, g_expected)):
+            assert_close_rel(a, b, 1e-12, f"traced gradient {i} at {steps} steps, batch {batch}")
+
+
 @pytest.mark.parametrize("kind", ["rnn", "lstm"])
 def test_layer_padded_batch_sizes(kind):
     """A layer op's batch_sizes = [] (a padded sequence, T = N / B) is batch_sizes = [B] * T, bit for bit,

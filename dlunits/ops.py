@@ -21,26 +21,74 @@ def _empty(size, like, channels_last=False):
     return torch.empty(size, dtype=like.dtype, device=like.device, memory_format=memory_format)
 
 
+# --- a symbolic batch in the conv, pad and pool fake kernels -------------------------
+# Traced by torch.compile or torch.export with a dynamic batch, a fake tensor's batch (dim 0 of a
+# 4-D tensor) is a SymInt. The conv, pad and pool checks (shape_checks.h) read sizes as integers,
+# which would fix the batch to the traced example's. They never compare a batch with anything but
+# another argument's batch, so their fake kernels check stand-ins whose batch is its example value
+# (a check that fails gives eager's message for that example), give the result the symbolic batch,
+# and record with torch._check that the arguments' batches agree. (The recurrent and linear checks
+# compare symbolic sizes in C++: recurrent_checks.h, linear_checks.h.)
+
+
+def _batch(t):
+    """t's batch where it is symbolic (t is 4-D), else None."""
+    return t.shape[0] if t.dim() == 4 and isinstance(t.shape[0], torch.SymInt) else None
+
+
+def _example(size):
+    return size.node.hint if size.node.has_hint() else int(size)
+
+
+def _with_example_batch(t):
+    """t, or where its batch is symbolic an empty fake stand-in with the batch's example value."""
+    if _batch(t) is None:
+        return t
+    return t.new_empty_strided((_example(t.shape[0]), *t.shape[1:]), t.stride())
+
+
+def _example_sizes(sizes):
+    """A size list (an op's input_size) with a symbolic batch given as its example value."""
+    sizes = list(sizes)
+    if len(sizes) == 4 and isinstance(sizes[0], torch.SymInt):
+        sizes[0] = _example(sizes[0])
+    return [int(s) for s in sizes]
+
+
+def _batched_as(size, batch):
+    """A checked result size whose batch is `batch` (left as it is where batch is None)."""
+    return size if batch is None else [batch, *size[1:]]
+
+
+def _same_batch(op, name, t, other_name, batch):
+    """Records that t's batch is `batch` (other_name's), where either is symbolic."""
+    if isinstance(batch, torch.SymInt) or _batch(t) is not None:
+        torch._check(t.shape[0] == batch, lambda: f"{op}: expected {name} to have the batch of {other_name} "
+                                                  f"({batch}), but got {name} of size {list(t.shape)}")
+
+
 # --- fake kernels ------------------------------------------------------------
 
 
 @torch.library.register_fake("dlunits::conv2d")
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
-    size = _C.conv2d_output_size(input, weight, bias, stride, padding, dilation, groups)
-    return _empty(size, input, _C.conv2d_output_channels_last(input, weight))
+    size = _C.conv2d_output_size(_with_example_batch(input), weight, bias, stride, padding, dilation, groups)
+    return _empty(_batched_as(size, _batch(input)), input, _C.conv2d_output_channels_last(input, weight))
 
 
 @torch.library.register_fake("dlunits::conv2d_backward_input")
 def _conv2d_backward_input_fake(grad_output, weight, input_size, stride, padding, dilation, groups):
-    _C.check_conv2d_backward_input(grad_output, weight, [int(s) for s in input_size], stride, padding,
-                                   dilation, groups)
+    _C.check_conv2d_backward_input(_with_example_batch(grad_output), weight, _example_sizes(input_size), stride,
+                                   padding, dilation, groups)
+    _same_batch("dlunits.conv2d_backward_input", "grad_output", grad_output, "input_size", input_size[0])
     return _empty(input_size, grad_output, _C.suggests_channels_last(grad_output))
 
 
 @torch.library.register_fake("dlunits::conv2d_backward_weight")
 def _conv2d_backward_weight_fake(grad_output, input, weight_size, stride, padding, dilation, groups):
-    _C.check_conv2d_backward_weight(grad_output, input, [int(s) for s in weight_size], stride, padding,
-                                    dilation, groups)
+    _C.check_conv2d_backward_weight(_with_example_batch(grad_output), _with_example_batch(input),
+                                    [int(s) for s in weight_size], stride, padding, dilation, groups)
+    _same_batch("dlunits.conv2d_backward_weight", "grad_output", grad_output, "input", input.shape[0])
     return _empty(weight_size, grad_output)
 
 
@@ -52,13 +100,14 @@ def _conv2d_backward_bias_fake(grad_output):
 
 @torch.library.register_fake("dlunits::pad2d")
 def _pad2d_fake(input, padding, mode):
-    return _empty(_C.pad2d_output_size(input, padding, mode), input, _C.pad2d_channels_last(input, mode))
+    size = _C.pad2d_output_size(_with_example_batch(input), padding, mode)
+    return _empty(_batched_as(size, _batch(input)), input, _C.pad2d_channels_last(input, mode))
 
 
 @torch.library.register_fake("dlunits::pad2d_backward")
 def _pad2d_backward_fake(grad_output, padding, mode):
-    size = _C.pad2d_backward_size(grad_output, padding, mode)
-    return _empty(size, grad_output, _C.pad2d_channels_last(grad_output, mode))
+    size = _C.pad2d_backward_size(_with_example_batch(grad_output), padding, mode)
+    return _empty(_batched_as(size, _batch(grad_output)), grad_output, _C.pad2d_channels_last(grad_output, mode))
 
 
 # --- autograd ------------------------------------------------------------------
@@ -166,60 +215,82 @@ def _pooled(size, like, dtype=None):
     return result if dtype is None else result.to(dtype)
 
 
+def _pool_fake(check, input, *args, dtypes=(None,)):
+    """A pooling forward's fake result(s): the checked size, with the input's batch."""
+    size = _batched_as(check(_with_example_batch(input), *args), _batch(input))
+    results = tuple(_pooled(size, input, dtype) for dtype in dtypes)
+    return results if len(results) > 1 else results[0]
+
+
+def _pool_backward_fake(op, check, grad_output, input, *args):
+    """A max pooling backward's fake gradient: input's size, with grad_output's batch recorded as input's."""
+    check(_with_example_batch(grad_output), _with_example_batch(input), *args)
+    _same_batch(op, "grad_output", grad_output, "input", input.shape[0])
+    return _pooled(input.shape, input)
+
+
+def _pool_backward_to_size_fake(op, check, grad_output, input_size, *args):
+    """An average pooling backward's fake gradient, of size input_size."""
+    size = check(_with_example_batch(grad_output), _example_sizes(input_size), *args)
+    _same_batch(op, "grad_output", grad_output, "input_size", input_size[0])
+    return _pooled(_batched_as(size, input_size[0] if isinstance(input_size[0], torch.SymInt) else None),
+                   grad_output)
+
+
 @torch.library.register_fake("dlunits::max_pool2d")
 def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
-    return _pooled(_C.max_pool2d_output_size(input, kernel_size, stride, padding, dilation, ceil_mode), input)
+    return _pool_fake(_C.max_pool2d_output_size, input, kernel_size, stride, padding, dilation, ceil_mode)
 
 
 @torch.library.register_fake("dlunits::max_pool2d_with_indices")
 def _max_pool2d_with_indices_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
-    size = _C.max_pool2d_output_size(input, kernel_size, stride, padding, dilation, ceil_mode)
-    return _pooled(size, input), _pooled(size, input, torch.int64)
+    return _pool_fake(_C.max_pool2d_output_size, input, kernel_size, stride, padding, dilation, ceil_mode,
+                      dtypes=(None, torch.int64))
 
 
 @torch.library.register_fake("dlunits::max_pool2d_backward")
 def _max_pool2d_backward_fake(grad_output, input, kernel_size, stride, padding, dilation, ceil_mode):
-    size = _C.max_pool2d_backward_size(grad_output, input, kernel_size, stride, padding, dilation, ceil_mode)
-    return _pooled(size, input)
+    return _pool_backward_fake("dlunits.max_pool2d_backward", _C.max_pool2d_backward_size, grad_output, input,
+                               kernel_size, stride, padding, dilation, ceil_mode)
 
 
 @torch.library.register_fake("dlunits::adaptive_max_pool2d")
 def _adaptive_max_pool2d_fake(input, output_size):
-    return _pooled(_C.adaptive_pool2d_output_size(input, output_size, True), input)
+    return _pool_fake(_C.adaptive_pool2d_output_size, input, output_size, True)
 
 
 @torch.library.register_fake("dlunits::adaptive_max_pool2d_with_indices")
 def _adaptive_max_pool2d_with_indices_fake(input, output_size):
-    size = _C.adaptive_pool2d_output_size(input, output_size, True)
-    return _pooled(size, input), _pooled(size, input, torch.int64)
+    return _pool_fake(_C.adaptive_pool2d_output_size, input, output_size, True, dtypes=(None, torch.int64))
 
 
 @torch.library.register_fake("dlunits::adaptive_max_pool2d_backward")
 def _adaptive_max_pool2d_backward_fake(grad_output, input):
-    return _pooled(_C.adaptive_max_pool2d_backward_size(grad_output, input), input)
+    return _pool_backward_fake("dlunits.adaptive_max_pool2d_backward", _C.adaptive_max_pool2d_backward_size,
+                               grad_output, input)
 
 
 @torch.library.register_fake("dlunits::avg_pool2d")
 def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    return _pooled(_C.avg_pool2d_output_size(input, kernel_size, stride, padding, ceil_mode, divisor_override), input)
+    return _pool_fake(_C.avg_pool2d_output_size, input, kernel_size, stride, padding, ceil_mode, divisor_override)
 
 
 @torch.library.register_fake("dlunits::avg_pool2d_backward")
 def _avg_pool2d_backward_fake(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad,
                               divisor_override):
-    size = _C.avg_pool2d_backward_size(grad_output, [int(s) for s in input_size], kernel_size, stride, padding,
-                                       ceil_mode, divisor_override)
-    return _pooled(size, grad_output)
+    return _pool_backward_to_size_fake("dlunits.avg_pool2d_backward", _C.avg_pool2d_backward_size, grad_output,
+                                       input_size, kernel_size, stride, padding, ceil_mode, divisor_override)
 
 
 @torch.library.register_fake("dlunits::adaptive_avg_pool2d")
 def _adaptive_avg_pool2d_fake(input, output_size):
-    return _pooled(_C.adaptive_pool2d_output_size(input, output_size, False), input)
+    return _pool_fake(_C.adaptive_pool2d_output_size, input, output_size, False)
 
 
 @torch.library.register_fake("dlunits::adaptive_avg_pool2d_backward")
 def _adaptive_avg_pool2d_backward_fake(grad_output, input_size):
-    return _pooled(_C.adaptive_avg_pool2d_backward_size(grad_output, [int(s) for s in input_size]), grad_output)
+    return _pool_backward_to_size_fake("dlunits.adaptive_avg_pool2d_backward", _C.adaptive_avg_pool2d_backward_size,
+                                       grad_output, input_size)
 
 
 def _gather_at(values, indices):

@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+import torch._dynamo.testing
 import torch.nn as nn
 
 import dlunits
@@ -249,8 +250,45 @@ def test_compile_no_graph_breaks():
 
 
 def test_compile_aot_eager_dynamic_shapes():
-    """dynamic=True (sizes specialise inside dlunits' checks, no graph break), several batch sizes."""
+    """dynamic=True (the spatial sizes specialise inside dlunits' checks, no graph break), several batch sizes."""
     _compiled_vs_eager("aot_eager", dynamic=True, batches=(2, 3, 5))
+
+
+def pooling_pair():
+    """(a torch.nn model with every 2-D unit of dlunits but the recurrent ones, its dlunits.nn.convert), float64."""
+    torch.manual_seed(0)
+    reference = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+        nn.Conv2d(4, 5, 3, stride=2), nn.AvgPool2d(2, padding=1, count_include_pad=False),
+        nn.AdaptiveMaxPool2d((2, 3)), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 2)).double()
+    return reference, dlunits.nn.convert(reference)
+
+
+def test_compile_dynamic_batch_one_graph():
+    """A changing batch compiles one graph with a symbolic batch after the first, as for torch.nn: the
+    conv, pad and pool fake kernels check a stand-in with the example's batch and keep the batch
+    symbolic (dlunits/ops.py), forward and backward ops. Gradients match the torch.nn model."""
+    reference, model = pooling_pair()
+    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: model(x).square().sum(), backend=counter, fullgraph=True)
+    for batch in (2, 3, 5, 8):
+        x = randn(batch, 3, 17, 15, gen=make_generator(batch)).requires_grad_()
+        got = torch.autograd.grad(compiled(x), [x, *model.parameters()])
+        expected = torch.autograd.grad(reference(x).square().sum(), [x, *reference.parameters()])
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, **TOL)
+    assert counter.frame_count == 2, f"expected one static and one dynamic graph, got {counter.frame_count} graphs"
+
+
+def test_export_dynamic_batch():
+    """torch.export with a dynamic batch: one program runs every batch with the torch.nn model's output."""
+    reference, model = pooling_pair()
+    program = torch.export.export(model, (randn(3, 3, 17, 15, gen=make_generator(1)),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch", min=2)},))
+    for batch in (2, 9):
+        x = randn(batch, 3, 17, 15, gen=make_generator(batch))
+        torch.testing.assert_close(program.module()(x), reference(x), **TOL)
 
 
 def test_compile_functional_ops_fullgraph():

@@ -170,6 +170,16 @@ struct CellForward {
   RnnActivation activation;
 };
 
+// Every step's input projection at once, out = X·W_ihᵀ ([rows, I] by [I, G·H]), for a device that computes
+// it itself (Kernels::input_projection returns false where it does not, and the driver takes a product).
+template <typename scalar_t>
+struct InputProjection {
+  const scalar_t* input;      // [rows, I]
+  const scalar_t* weight_ih;  // [G·H, I]
+  scalar_t* out;              // [rows, G·H]
+  int64_t rows, gate_rows, input_size;
+};
+
 // out = dZ·W ([rows, G·H] by [G·H, cols]): a step's state gradient dh (W = W_hh) or a layer's input
 // gradient dx (W = W_ih), for a device that computes it itself (Kernels::backward_product returns false
 // where it does not, and the driver takes a product).
@@ -294,7 +304,12 @@ RecurrentForward recurrent_forward(const RecurrentGeometry& g, RnnActivation act
 
   const at::Tensor bias = combined_bias(bias_ih, bias_hh, GH, options);
   const at::Tensor input_proj = at::empty({N, GH}, options);
-  mm_into(input_proj, input, weight_ih.t());  // every step's W_ih x_t in one product
+  if (!Kernels::input_projection(InputProjection<scalar_t>{input.const_data_ptr<scalar_t>(),  // every step's
+                                                          weight_ih.const_data_ptr<scalar_t>(),  // W_ih x_t at once
+                                                          input_proj.mutable_data_ptr<scalar_t>(), N, GH,
+                                                          g.input_size})) {
+    mm_into(input_proj, input, weight_ih.t());
+  }
   const at::Tensor weight_hh_t = weight_hh.t();
   at::Tensor hidden_proj = at::empty({g.batch, GH}, options);
   at::Tensor unprojected = g.projected() ? at::empty({g.batch, H}, options) : at::Tensor();

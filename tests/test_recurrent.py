@@ -271,6 +271,28 @@ def test_cpu_cell_backward_products(dtype, kind, input_size, hidden):
             assert torch.equal(a, b), f"the gradient of {name} depends on the number of threads"
 
 
+@pytest.mark.parametrize("kind,kwargs,packed", [("RNN", {}, False), ("LSTM", {}, False),
+                                                ("LSTM", {"proj_size": 7}, False), ("LSTM", {}, True)],
+                         ids=["RNN", "LSTM", "LSTM-proj_size", "LSTM-packed"])
+def test_cpu_input_projection(kind, kwargs, packed):
+    """A float32 sequence of 128 rows or more takes its input projection X·W_ihᵀ on the CPU's own product
+    (csrc/cpu/recurrent.cpp, input_projection_pass): 9 steps of 17 (153 rows, split unevenly over 3
+    threads), 300 inputs (K longer than one chunk, not a multiple of the vector width), 23 units (a partial
+    last panel of gate rows), packed sequences too. As torch, gradients included, and the outputs
+    bit-identical on 1 and 3 threads."""
+    ref, dl = module_pair(kind, 300, 23, **kwargs)
+    x = randn(9, 17, 300, gen=make_generator(33))
+    lengths = torch.tensor([9] * 10 + [8, 8, 7, 7, 7, 5, 1])  # 144 rows
+    pack = (lambda t: pack_padded_sequence(t, lengths, enforce_sorted=False)) if packed else None
+    results = []
+    for threads in (1, 3):
+        with num_threads(threads):
+            y_dl, _ = compare_modules(ref, dl, x, dtype=torch.float32, pack=pack)
+        results.append(y_dl)
+    for a, b in zip(*results):
+        assert torch.equal(a, b), "the input projection depends on the number of threads"
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kind,hidden,kwargs", [("RNN", 16, {}), ("LSTM", 16, {}), ("LSTM", 20, {"proj_size": 16})],
                          ids=["RNN", "LSTM", "LSTM-proj_size"])

@@ -47,6 +47,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -76,19 +77,25 @@ struct Panels {
 };
 
 // B [k, n] packed as panels, zero past column n, from B(i, j) = src[i · k_stride + j · n_stride].
+// The panels are split over threads (a 1 MiB W took 0.33 ms on one Zen 4 core).
 template <typename T>
 at::Tensor pack_panels(const T* src, int64_t k, int64_t n, int64_t k_stride, int64_t n_stride,
                        const at::TensorOptions& options) {
   constexpr int L = Simd<T>::lanes;
   const int64_t panels = (n + L - 1) / L;
-  at::Tensor packed = at::zeros({panels, k, L}, options);
+  at::Tensor packed = at::empty({panels, k, L}, options);
   T* out = packed.mutable_data_ptr<T>();
-  for (int64_t p = 0; p < panels; ++p) {
-    const int64_t width = std::min<int64_t>(L, n - p * L);
-    for (int64_t i = 0; i < k; ++i) {
-      for (int64_t l = 0; l < width; ++l) out[(p * k + i) * L + l] = src[i * k_stride + (p * L + l) * n_stride];
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, k * L));
+  at::parallel_for(0, panels, grain, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t width = std::min<int64_t>(L, n - p * L);
+      for (int64_t i = 0; i < k; ++i) {
+        T* row = out + (p * k + i) * L;
+        for (int64_t l = 0; l < width; ++l) row[l] = src[i * k_stride + (p * L + l) * n_stride];
+        std::fill(row + width, row + L, T(0));
+      }
     }
-  }
+  });
   return packed;
 }
 

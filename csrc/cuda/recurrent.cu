@@ -813,7 +813,13 @@ struct CudaKernels {
     return true;
   }
 
-  // The backward's products are the driver's cuBLAS calls (and column_sum_kernel for the bias).
+  // The input projection and the backward's products are the driver's cuBLAS calls (and column_sum_kernel for
+  // the bias).
+  template <typename scalar_t>
+  static bool input_projection(const InputProjection<scalar_t>&) {
+    return false;
+  }
+
   template <typename scalar_t>
   static bool backward_product(const BackwardProduct<scalar_t>&) {
     return false;

@@ -37,6 +37,7 @@ def _batch(t):
 
 
 def _example(size):
+    """The value a symbolic size was traced with."""
     return size.node.hint if size.node.has_hint() else int(size)
 
 

@@ -216,8 +216,8 @@ void check_recurrent_cell(const at::Tensor& input, const at::Tensor& hx, const s
                           const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
                           const std::string& op) {
   const bool lstm = cx.has_value();
-  dlunits::check_recurrent_cell_arguments(op.c_str(), lstm ? 4 : 1, input, hx, lstm ? &*cx : nullptr, weight_ih,
-                                          weight_hh, bias_ih, bias_hh);
+  dlunits::check_recurrent_cell(op.c_str(), lstm ? 4 : 1, input, hx, lstm ? &*cx : nullptr, weight_ih, weight_hh,
+                                bias_ih, bias_hh);
 }
 
 void check_recurrent_layer(const at::Tensor& input, const at::Tensor& h0, const std::optional<at::Tensor>& c0,
@@ -226,8 +226,8 @@ void check_recurrent_layer(const at::Tensor& input, const at::Tensor& h0, const 
                            const std::optional<at::Tensor>& weight_hr, std::vector<int64_t> batch_sizes,
                            const std::string& op) {
   const bool lstm = c0.has_value();
-  dlunits::check_recurrent_layer_arguments(op.c_str(), lstm ? 4 : 1, input, h0, lstm ? &*c0 : nullptr, weight_ih,
-                                           weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes);
+  dlunits::check_recurrent_layer(op.c_str(), lstm ? 4 : 1, input, h0, lstm ? &*c0 : nullptr, weight_ih, weight_hh,
+                                 bias_ih, bias_hh, weight_hr, batch_sizes);
 }
 
 void check_rnn_activation(const std::string& nonlinearity, const std::string& op) {

@@ -191,13 +191,13 @@ inline void set_steps(RecurrentGeometry& g, at::IntArrayRef batch_sizes, int64_t
 
 // --- cells ------------------------------------------------------------------------------------------------------
 
-// rnn_cell / lstm_cell: input [B, I], hx [B, P], cx [B, H] (LSTM). The checks alone, for the fake kernels
-// (B may be symbolic): the geometry without its batch fields.
-inline RecurrentGeometry check_recurrent_cell_arguments(const char* op, int64_t gates, const at::Tensor& input,
-                                                        const at::Tensor& hx, const at::Tensor* cx,
-                                                        const at::Tensor& weight_ih, const at::Tensor& weight_hh,
-                                                        const std::optional<at::Tensor>& bias_ih,
-                                                        const std::optional<at::Tensor>& bias_hh) {
+// rnn_cell / lstm_cell: input [B, I], hx [B, P], cx [B, H] (LSTM). The checks (B may be symbolic in a fake
+// kernel); the geometry without its batch fields, which the kernels get from cell_steps.
+inline RecurrentGeometry check_recurrent_cell(const char* op, int64_t gates, const at::Tensor& input,
+                                              const at::Tensor& hx, const at::Tensor* cx,
+                                              const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                                              const std::optional<at::Tensor>& bias_ih,
+                                              const std::optional<at::Tensor>& bias_hh) {
   auto g = check_recurrent_weights(op, gates, input, weight_ih, weight_hh, bias_ih, bias_hh, std::nullopt);
   check_recurrent_input(op, input, g);
   const c10::SymInt& batch = input.sym_size(0);
@@ -206,13 +206,8 @@ inline RecurrentGeometry check_recurrent_cell_arguments(const char* op, int64_t 
   return g;
 }
 
-// The kernels' geometry of a cell: one step of the whole batch (none for an empty batch).
-inline RecurrentGeometry check_recurrent_cell(const char* op, int64_t gates, const at::Tensor& input,
-                                              const at::Tensor& hx, const at::Tensor* cx,
-                                              const at::Tensor& weight_ih, const at::Tensor& weight_hh,
-                                              const std::optional<at::Tensor>& bias_ih,
-                                              const std::optional<at::Tensor>& bias_hh) {
-  auto g = check_recurrent_cell_arguments(op, gates, input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh);
+// A checked cell's geometry for its kernels: one step of the whole batch (none for an empty batch).
+inline RecurrentGeometry cell_steps(RecurrentGeometry g, const at::Tensor& input) {
   const int64_t batch = input.size(0);
   if (batch > 0) {
     const int64_t one_step[1] = {batch};
@@ -226,15 +221,15 @@ inline RecurrentGeometry check_recurrent_cell(const char* op, int64_t gates, con
 
 // --- layers -------------------------------------------------------------------------------------------------------
 
-// rnn_layer / lstm_layer: input [N, I] in the packed layout, h0 [B, P], c0 [B, H] (LSTM). The checks alone,
-// for the fake kernels (N and B may be symbolic for a padded sequence): the geometry without its batch fields.
-inline RecurrentGeometry check_recurrent_layer_arguments(const char* op, int64_t gates, const at::Tensor& input,
-                                                         const at::Tensor& h0, const at::Tensor* c0,
-                                                         const at::Tensor& weight_ih, const at::Tensor& weight_hh,
-                                                         const std::optional<at::Tensor>& bias_ih,
-                                                         const std::optional<at::Tensor>& bias_hh,
-                                                         const std::optional<at::Tensor>& weight_hr,
-                                                         at::IntArrayRef batch_sizes) {
+// rnn_layer / lstm_layer: input [N, I] in the packed layout, h0 [B, P], c0 [B, H] (LSTM). The checks (N and B
+// may be symbolic in a fake kernel, for a padded sequence); the geometry without its steps (layer_steps).
+inline RecurrentGeometry check_recurrent_layer(const char* op, int64_t gates, const at::Tensor& input,
+                                               const at::Tensor& h0, const at::Tensor* c0,
+                                               const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                                               const std::optional<at::Tensor>& bias_ih,
+                                               const std::optional<at::Tensor>& bias_hh,
+                                               const std::optional<at::Tensor>& weight_hr,
+                                               at::IntArrayRef batch_sizes) {
   auto g = check_recurrent_weights(op, gates, input, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr);
   check_recurrent_input(op, input, g);
   const c10::SymInt batch = check_batch_sizes(op, batch_sizes, input.sym_size(0), h0);
@@ -243,16 +238,9 @@ inline RecurrentGeometry check_recurrent_layer_arguments(const char* op, int64_t
   return g;
 }
 
-// The kernels' geometry of a layer.
-inline RecurrentGeometry check_recurrent_layer(const char* op, int64_t gates, const at::Tensor& input,
-                                               const at::Tensor& h0, const at::Tensor* c0,
-                                               const at::Tensor& weight_ih, const at::Tensor& weight_hh,
-                                               const std::optional<at::Tensor>& bias_ih,
-                                               const std::optional<at::Tensor>& bias_hh,
-                                               const std::optional<at::Tensor>& weight_hr,
-                                               at::IntArrayRef batch_sizes) {
-  auto g = check_recurrent_layer_arguments(op, gates, input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
-                                           weight_hr, batch_sizes);
+// A checked layer's geometry for its kernels: its steps and their rows.
+inline RecurrentGeometry layer_steps(RecurrentGeometry g, const at::Tensor& input, const at::Tensor& h0,
+                                     at::IntArrayRef batch_sizes) {
   set_steps(g, batch_sizes, batch_sizes.empty() ? h0.size(0) : batch_sizes[0], input.size(0));
   return g;
 }

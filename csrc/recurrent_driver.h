@@ -470,8 +470,10 @@ std::tuple<at::Tensor, at::Tensor> rnn_layer_op(const at::Tensor& input, const a
                                                 c10::string_view nonlinearity) {
   const char* op = "dlunits.rnn_layer";
   const auto activation = rnn_activation_from_string(op, nonlinearity);
-  const auto g = check_recurrent_layer(op, 1, input, h0, nullptr, weight_ih, weight_hh, bias_ih, bias_hh,
-                                       std::nullopt, batch_sizes);
+  const auto g = layer_steps(
+      check_recurrent_layer(op, 1, input, h0, nullptr, weight_ih, weight_hh, bias_ih, bias_hh, std::nullopt,
+                            batch_sizes),
+      input, h0, batch_sizes);
   const typename Kernels::DeviceGuard guard(input);
   RecurrentForward f;
   DLUNITS_DISPATCH_RECURRENT(input.scalar_type(), "rnn_layer", [&] {
@@ -490,8 +492,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer
     bool reverse, c10::string_view nonlinearity, bool has_bias, std::array<bool, 2> output_mask) {
   const char* op = "dlunits.rnn_layer_backward";
   const auto activation = rnn_activation_from_string(op, nonlinearity);
-  const auto g = check_recurrent_layer(op, 1, input, h0, nullptr, weight_ih, weight_hh, std::nullopt, std::nullopt,
-                                       std::nullopt, batch_sizes);
+  const auto g = layer_steps(
+      check_recurrent_layer(op, 1, input, h0, nullptr, weight_ih, weight_hh, std::nullopt, std::nullopt, std::nullopt,
+                            batch_sizes),
+      input, h0, batch_sizes);
   const typename Kernels::DeviceGuard guard(input);
   check_backward_tensor(op, input, "grad_output", grad_output, {g.rows, g.state_size});
   check_backward_tensor(op, input, "grad_h_n", grad_h_n, {g.batch, g.state_size});
@@ -513,8 +517,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_laye
     const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
     const std::optional<at::Tensor>& weight_hr, at::IntArrayRef batch_sizes, bool reverse, bool save) {
   const char* op = "dlunits.lstm_layer";
-  const auto g = check_recurrent_layer(op, 4, input, h0, &c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
-                                       batch_sizes);
+  const auto g = layer_steps(
+      check_recurrent_layer(op, 4, input, h0, &c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes),
+      input, h0, batch_sizes);
   const typename Kernels::DeviceGuard guard(input);
   RecurrentForward f;
   DLUNITS_DISPATCH_RECURRENT(input.scalar_type(), "lstm_layer", [&] {
@@ -535,8 +540,10 @@ lstm_layer_backward_op(const at::Tensor& grad_output, const at::Tensor& grad_h_n
                        const at::Tensor& cells, at::IntArrayRef batch_sizes, bool reverse, bool has_bias,
                        std::array<bool, 2> output_mask) {
   const char* op = "dlunits.lstm_layer_backward";
-  const auto g = check_recurrent_layer(op, 4, input, h0, &c0, weight_ih, weight_hh, std::nullopt, std::nullopt,
-                                       weight_hr, batch_sizes);
+  const auto g = layer_steps(
+      check_recurrent_layer(op, 4, input, h0, &c0, weight_ih, weight_hh, std::nullopt, std::nullopt, weight_hr,
+                            batch_sizes),
+      input, h0, batch_sizes);
   const typename Kernels::DeviceGuard guard(input);
   check_backward_tensor(op, input, "grad_output", grad_output, {g.rows, g.state_size});
   check_backward_tensor(op, input, "grad_h_n", grad_h_n, {g.batch, g.state_size});
@@ -563,7 +570,8 @@ at::Tensor rnn_cell_op(const at::Tensor& input, const at::Tensor& hx, const at::
                        const std::optional<at::Tensor>& bias_hh, c10::string_view nonlinearity) {
   const char* op = "dlunits.rnn_cell";
   const auto activation = rnn_activation_from_string(op, nonlinearity);
-  const auto g = check_recurrent_cell(op, 1, input, hx, nullptr, weight_ih, weight_hh, bias_ih, bias_hh);
+  const auto g = cell_steps(
+      check_recurrent_cell(op, 1, input, hx, nullptr, weight_ih, weight_hh, bias_ih, bias_hh), input);
   const typename Kernels::DeviceGuard guard(input);
   RecurrentForward f;
   DLUNITS_DISPATCH_RECURRENT(input.scalar_type(), "rnn_cell", [&] {
@@ -582,7 +590,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_cell_
     std::array<bool, 2> output_mask) {
   const char* op = "dlunits.rnn_cell_backward";
   const auto activation = rnn_activation_from_string(op, nonlinearity);
-  const auto g = check_recurrent_cell(op, 1, input, hx, nullptr, weight_ih, weight_hh, std::nullopt, std::nullopt);
+  const auto g = cell_steps(
+      check_recurrent_cell(op, 1, input, hx, nullptr, weight_ih, weight_hh, std::nullopt, std::nullopt), input);
   const typename Kernels::DeviceGuard guard(input);
   check_backward_tensor(op, input, "grad_hy", grad_hy, {g.rows, g.hidden_size});
   check_backward_tensor(op, input, "hy", hy, {g.rows, g.hidden_size});
@@ -606,7 +615,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_cell_op(const at
                                                             const std::optional<at::Tensor>& bias_ih,
                                                             const std::optional<at::Tensor>& bias_hh) {
   const char* op = "dlunits.lstm_cell";
-  const auto g = check_recurrent_cell(op, 4, input, hx, &cx, weight_ih, weight_hh, bias_ih, bias_hh);
+  const auto g = cell_steps(
+      check_recurrent_cell(op, 4, input, hx, &cx, weight_ih, weight_hh, bias_ih, bias_hh), input);
   const typename Kernels::DeviceGuard guard(input);
   RecurrentForward f;
   DLUNITS_DISPATCH_RECURRENT(input.scalar_type(), "lstm_cell", [&] {
@@ -624,7 +634,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& cx, const at::Tensor& weight_ih, const at::Tensor& weight_hh, const at::Tensor& cy,
     const at::Tensor& gates, bool has_bias, std::array<bool, 2> output_mask) {
   const char* op = "dlunits.lstm_cell_backward";
-  const auto g = check_recurrent_cell(op, 4, input, hx, &cx, weight_ih, weight_hh, std::nullopt, std::nullopt);
+  const auto g = cell_steps(
+      check_recurrent_cell(op, 4, input, hx, &cx, weight_ih, weight_hh, std::nullopt, std::nullopt), input);
   const typename Kernels::DeviceGuard guard(input);
   const int64_t B = g.rows, H = g.hidden_size;
   check_backward_tensor(op, input, "grad_hy", grad_hy, {B, H});

@@ -43,7 +43,7 @@
 // little from the second: csrc/cpu/recurrent.cpp), and its weight gradients (K thin,
 // the batch) go through thin_depth_gemm below.
 //
-// Needs GCC's or Clang's vector extensions (the project builds with either).
+// Needs GCC's (12 or later) or Clang's vector extensions and __builtin_shufflevector.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -51,6 +51,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "vector_math.h"
@@ -76,12 +77,59 @@ struct Panels {
   int64_t width(int64_t p) const { return std::min<int64_t>(lanes, cols - p * lanes); }
 };
 
+namespace detail {
+
+// An L x L transpose in registers, one level per bit of the row index: at level s, rows r and r + s
+// (bit s of r clear) trade the halves of their lanes whose bit s differs from the row's, so that bit s
+// of the row index and bit s of the lane index change places. Lane l of row r becomes
+// (l & s) ? (r + s)[l - s] : r[l], and of row r + s, (l & s) ? (r + s)[l] : r[l + s] (lanes ≥ L name
+// the second operand of __builtin_shufflevector). log2 L levels of L shuffles each.
+constexpr int transpose_lane(int l, int s, int lanes, bool second_row) {
+  return second_row ? ((l & s) ? lanes + l : l + s) : ((l & s) ? lanes + l - s : l);
+}
+
+template <typename T, int s, size_t... l>
+__attribute__((always_inline)) inline void transpose_pair(typename Simd<T>::vec& a, typename Simd<T>::vec& b,
+                                                          std::index_sequence<l...>) {
+  constexpr int L = Simd<T>::lanes;
+  const typename Simd<T>::vec first = __builtin_shufflevector(a, b, transpose_lane(l, s, L, false)...);
+  b = __builtin_shufflevector(a, b, transpose_lane(l, s, L, true)...);
+  a = first;
+}
+
+// v[m][l] ← v[l][m] for the L vectors v[0 … L-1].
+template <typename T, int s = 1>
+__attribute__((always_inline)) inline void transpose(typename Simd<T>::vec* v) {
+  constexpr int L = Simd<T>::lanes;
+  if constexpr (s < L) {
+    for (int r = 0; r < L; ++r) {
+      if ((r & s) == 0) transpose_pair<T, s>(v[r], v[r + s], std::make_index_sequence<L>{});
+    }
+    transpose<T, 2 * s>(v);
+  }
+}
+
+}  // namespace detail
+
+// The transpose needs the vectors in registers: AVX or AVX-512. A portable build (DLUNITS_PORTABLE=1,
+// SSE2) emulates 32-byte vectors, and there the element-by-element copy was 3x faster.
+#if defined(__AVX__)
+constexpr bool kTransposeInRegisters = true;
+#else
+constexpr bool kTransposeInRegisters = false;
+#endif
+
 // B [k, n] packed as panels, zero past column n, from B(i, j) = src[i · k_stride + j · n_stride].
-// The panels are split over threads (a 1 MiB W took 0.33 ms on one Zen 4 core).
+// The panels are split over threads. Where B's columns are contiguous (k_stride 1: B = Wᵀ, a panel
+// is L rows of W), each L x L block is read as L row vectors and transposed in registers into L panel
+// rows: a 1024 x 256 float W packed in 29 µs on one Zen 4 core, against 111 µs element by element
+// (AVX2 build: 33 against 182). Otherwise (B = W, n_stride 1) a panel row is a piece of one row of W,
+// copied as it lies.
 template <typename T>
 at::Tensor pack_panels(const T* src, int64_t k, int64_t n, int64_t k_stride, int64_t n_stride,
                        const at::TensorOptions& options) {
-  constexpr int L = Simd<T>::lanes;
+  using S = Simd<T>;
+  constexpr int L = S::lanes;
   const int64_t panels = (n + L - 1) / L;
   at::Tensor packed = at::empty({panels, k, L}, options);
   T* out = packed.mutable_data_ptr<T>();
@@ -89,9 +137,20 @@ at::Tensor pack_panels(const T* src, int64_t k, int64_t n, int64_t k_stride, int
   at::parallel_for(0, panels, grain, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t width = std::min<int64_t>(L, n - p * L);
-      for (int64_t i = 0; i < k; ++i) {
-        T* row = out + (p * k + i) * L;
-        for (int64_t l = 0; l < width; ++l) row[l] = src[i * k_stride + (p * L + l) * n_stride];
+      const T* columns = src + p * L * n_stride;  // B(0, p·L)
+      T* panel = out + p * k * L;
+      int64_t i = 0;
+      if (kTransposeInRegisters && k_stride == 1) {
+        for (; i + L <= k; i += L) {
+          typename S::vec block[L];
+          for (int l = 0; l < L; ++l) block[l] = l < width ? S::load(columns + l * n_stride + i) : typename S::vec{};
+          detail::transpose<T>(block);
+          for (int m = 0; m < L; ++m) S::store(panel + (i + m) * L, block[m]);
+        }
+      }
+      for (; i < k; ++i) {
+        T* row = panel + i * L;
+        for (int64_t l = 0; l < width; ++l) row[l] = columns[i * k_stride + l * n_stride];
         std::fill(row + width, row + L, T(0));
       }
     }

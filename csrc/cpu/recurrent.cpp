@@ -406,6 +406,19 @@ void input_projection_pass(const InputProjection<float>& p) {
   });
 }
 
+// A hook of ours: pass(p) where takes(p), for float and double. The CPU refuses the half types before any
+// hook, which only instantiate them; takes and pass are generic lambdas, so neither is compiled for those.
+template <typename scalar_t, typename Params, typename Takes, typename Pass>
+bool run_if(const Params& p, const Takes& takes, const Pass& pass) {
+  if constexpr (std::is_floating_point_v<scalar_t>) {
+    if (takes(p)) {
+      pass(p);
+      return true;
+    }
+  }
+  return false;
+}
+
 struct CpuKernels {
   struct DeviceGuard {
     explicit DeviceGuard(const at::Tensor&) {}
@@ -419,25 +432,16 @@ struct CpuKernels {
   // A cell at a thin batch only (kCellKernelBatch).
   template <typename scalar_t>
   static bool cell_forward(const CellForward& p) {
-    if constexpr (std::is_floating_point_v<scalar_t>) {
-      if (p.input.size(0) > kCellKernelBatch<scalar_t>) return false;
-      cell_forward_pass<scalar_t>(p);
-      return true;
-    }
-    return false;
+    return run_if<scalar_t>(
+        p, [](const auto& q) { return q.input.size(0) <= kCellKernelBatch<scalar_t>; },
+        [](const auto& q) { cell_forward_pass<scalar_t>(q); });
   }
 
-  // (The CPU refuses the half types before this; they only instantiate it.)
   // One step (a cell not taken by cell_forward) goes through the driver's BLAS products: packing
   // W_hh for a single product would cost more than it saves.
   template <typename scalar_t>
   static bool persistent_forward(const PersistentForward<scalar_t>& p) {
-    if constexpr (std::is_floating_point_v<scalar_t>) {
-      if (p.steps < 2) return false;
-      sequence_forward(p);
-      return true;
-    }
-    return false;
+    return run_if<scalar_t>(p, [](const auto& q) { return q.steps >= 2; }, [](const auto& q) { sequence_forward(q); });
   }
 
   // The input projection of a float32 sequence of 128 rows or more. On a Zen 4 core (AVX-512), 256 inputs to
@@ -458,35 +462,25 @@ struct CpuKernels {
   // lost to MKL's packing.
   template <typename scalar_t>
   static bool backward_product(const BackwardProduct<scalar_t>& p) {
-    if constexpr (std::is_floating_point_v<scalar_t>) {
-      if (p.rows > kCellKernelBatch<scalar_t> || p.cols % cpu::Simd<scalar_t>::lanes != 0 ||
-          p.cols * int64_t(sizeof(scalar_t)) >= 4096) {
-        return false;
-      }
-      backward_product_pass(p);
-      return true;
-    }
-    return false;
+    return run_if<scalar_t>(
+        p,
+        [](const auto& q) {
+          const int64_t row_bytes = q.cols * int64_t(sizeof(scalar_t));
+          return q.rows <= kCellKernelBatch<scalar_t> && row_bytes % cpu::kVectorBytes == 0 && row_bytes < 4096;
+        },
+        [](const auto& q) { backward_product_pass(q); });
   }
 
   template <typename scalar_t>
   static bool weight_gradients(const WeightGradients<scalar_t>& p) {
-    if constexpr (std::is_floating_point_v<scalar_t>) {
-      if (p.rows > kCellKernelBatch<scalar_t>) return false;
-      weight_gradients_pass(p);
-      return true;
-    }
-    return false;
+    return run_if<scalar_t>(
+        p, [](const auto& q) { return q.rows <= kCellKernelBatch<scalar_t>; },
+        [](const auto& q) { weight_gradients_pass(q); });
   }
 
   template <typename scalar_t>
   static bool persistent_backward(const PersistentBackward<scalar_t>& p) {
-    if constexpr (std::is_floating_point_v<scalar_t>) {
-      if (p.steps < 2) return false;
-      sequence_backward(p);
-      return true;
-    }
-    return false;
+    return run_if<scalar_t>(p, [](const auto& q) { return q.steps >= 2; }, [](const auto& q) { sequence_backward(q); });
   }
 
   template <typename scalar_t>
